@@ -1,0 +1,109 @@
+"""Choosing the next configuration: UCB with a per-worker exploration schedule.
+
+Decentralized BO has no manager to spread workers over the space; instead each worker draws its
+own exploration weight ``kappa_0 ~ Exponential(mean 1.96)`` once, so some workers explore and some
+exploit, and decays it periodically (``kappa_t = kappa_0 * exp(-rate * (t mod period))``) so
+each worker alternates between broad and focused phases (Egele et al., 2023).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .space import INACTIVE, SearchSpace
+from .surrogate import Surrogate
+
+
+@dataclass(frozen=True)
+class ExplorationSchedule:
+    kappa0: float
+    period: int = 48
+    rate: float = 0.1
+
+    @classmethod
+    def for_worker(cls, rng: np.random.Generator, mean: float = 1.96, period: int = 48, rate: float = 0.1) -> "ExplorationSchedule":
+        return cls(kappa0=float(rng.exponential(mean)), period=max(1, int(period)), rate=float(rate))
+
+    def kappa(self, step: int) -> float:
+        return self.kappa0 * math.exp(-self.rate * (step % self.period))
+
+
+def ucb(mean: np.ndarray, std: np.ndarray, kappa: float) -> np.ndarray:
+    """Upper confidence bound for maximization."""
+    return mean + kappa * std
+
+
+def scale_scores(y: np.ndarray) -> np.ndarray:
+    """Min-max scale to [0, 1]: kappa means the same whatever the objective's units."""
+    lo, hi = float(np.min(y)), float(np.max(y))
+    return (y - lo) / (hi - lo) if hi > lo else np.zeros_like(y)
+
+
+def perturb(space: SearchSpace, centres: np.ndarray, scale: float, n_per_centre: int, rng: np.random.Generator) -> np.ndarray:
+    """Local moves around ``centres``: Gaussian steps on a random subset of coordinates.
+
+    Changing a few coordinates at a time (as a local search would) works far better in 10-30
+    dimensions than moving all of them. Inactive coordinates get a random value first, so a move
+    can switch a conditional parameter on.
+    """
+    if len(centres) == 0 or n_per_centre <= 0:
+        return np.empty((0, space.dim))
+    base = np.repeat(centres, n_per_centre, axis=0)
+    inactive = base == INACTIVE
+    base[inactive] = rng.random(int(inactive.sum()))
+    d = space.dim
+    p = min(1.0, 2.0 / d)
+    mask = rng.random(base.shape) < p
+    mask[np.arange(len(base)), rng.integers(0, d, len(base))] = True
+    step = rng.normal(0.0, scale, base.shape)
+    moved = np.where(mask, base + step, base)
+    # Reflect at the bounds instead of clipping, so the edges do not collect candidates.
+    moved = np.abs(moved)
+    moved = 1.0 - np.abs(1.0 - moved)
+    return space.canonicalize(moved)
+
+
+def propose(
+    space: SearchSpace,
+    model: Surrogate,
+    X_obs: np.ndarray,
+    scores: np.ndarray,
+    kappa: float,
+    exclude: set[bytes],
+    rng: np.random.Generator,
+    n_random: int = 2000,
+    n_local: int = 0,
+    refine_rounds: int = 0,
+) -> tuple[np.ndarray | None, float]:
+    """Best unseen candidate by UCB over random plus local candidates, with local refinement.
+
+    ``scores`` are to be maximized and already scaled. Returns (row, acquisition value), or
+    (None, nan) when every candidate is already evaluated or in flight.
+    """
+    candidates = [space.sample(n_random, rng)]
+    if n_local > 0:
+        top = np.argsort(scores)[::-1][: max(1, min(10, len(scores)))]
+        candidates.append(perturb(space, X_obs[top], 0.1, max(1, n_local // len(top)), rng))
+    C = np.vstack(candidates)
+    mean, std = model.predict(C, return_std=True)
+    acq = ucb(mean, std, kappa)
+    for r in range(refine_rounds):
+        best = np.argsort(acq)[::-1][:10]
+        local = perturb(space, C[best], 0.05 / (r + 1), 50, rng)
+        m, s = model.predict(local, return_std=True)
+        C = np.vstack([C, local])
+        acq = np.concatenate([acq, ucb(m, s, kappa)])
+    order = np.argsort(acq)[::-1]
+    keys = space.keys(C[order[:256]])
+    for rank, key in enumerate(keys):
+        if key not in exclude:
+            i = order[rank]
+            return C[i], float(acq[i])
+    # The best 256 were all seen (a small discrete space): fall back to any unseen candidate.
+    for i in order[256:]:
+        if space.keys(C[i : i + 1])[0] not in exclude:
+            return C[i], float(acq[i])
+    return None, float("nan")

@@ -1,0 +1,111 @@
+"""The ``adbo`` command: inspect and steer runs from their run directory alone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .results import load_results, summarize
+from .storage import STOP_FILE, RunDirectoryError
+
+
+def _clean(value: Any) -> Any:
+    """NaN and infinity are not JSON: print them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    s = summarize(args.run_dir)
+    if args.json:
+        print(json.dumps(_clean(s), indent=2, sort_keys=True))
+        return 0
+    budget = f" / {s['max_evals']}" if s.get("max_evals") else ""
+    util = f"{100 * s['utilization']:.1f}%" if s.get("utilization") is not None else "-"
+    print(f"run {s['run_id'][:8]} ({s['objective']}, {s['direction']})")
+    print(f"  evaluations  {s['evaluations']}{budget}  ok {s['ok']}  failed {s['failures']}  "
+          f"in flight {s['in_flight']}  interrupted {s['interrupted']}")
+    print(f"  workers      {s['workers']}   utilization {util}")
+    print(f"  best         {s['best_objective']}  {s['best_params']}")
+    if s["segments_skipped"]:
+        print(f"  skipped      {s['segments_skipped']} unreadable or foreign segment file(s)")
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    s = summarize(args.run_dir)
+    if s["best_params"] is None:
+        print("no successful evaluation yet", file=sys.stderr)
+        return 1
+    print(json.dumps(_clean({"objective": s["best_objective"], "params": s["best_params"],
+                             "eval_id": s["best_eval_id"]}), indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    frame = load_results(args.run_dir, include_in_flight=not args.final_only)
+    out = Path(args.output)
+    if out.suffix == ".csv":
+        frame.to_csv(out, index=False)
+    elif out.suffix == ".parquet":
+        try:
+            frame.to_parquet(out, index=False)
+        except ImportError as exc:
+            print(f"adbo: writing parquet needs pyarrow ({exc}); pip install 'adbo[parquet]' or use .csv",
+                  file=sys.stderr)
+            return 2
+    else:
+        print(f"adbo: cannot tell the format of {out}: use a .csv or .parquet file name", file=sys.stderr)
+        return 2
+    print(f"wrote {len(frame)} rows to {out}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    summarize(args.run_dir)  # refuse directories that are not runs
+    (Path(args.run_dir) / STOP_FILE).touch()
+    print(f"workers of {args.run_dir} will stop after their current evaluation")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adbo", description="Inspect and steer adbo runs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("status", help="evaluations, failures, workers, best result, utilization")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("best", help="the best parameters and objective, as JSON")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_best)
+    p = sub.add_parser("export", help="every evaluation as a table (.csv or .parquet)")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", required=True, help="output file; the suffix picks the format")
+    p.add_argument("--final-only", action="store_true", help="leave out evaluations still in flight")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("stop", help="ask every worker to stop after its current evaluation")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_stop)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RunDirectoryError as exc:
+        print(f"adbo: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Reading a run back: a pandas table of every evaluation and the figures ``adbo status`` shows."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .storage import FAILED, IN_FLIGHT, OK, STATUS_NAMES, TIMEOUT, EvalRow, ResultTable, scan_run
+
+BUDGET_STATUSES = (OK, FAILED, TIMEOUT)
+
+
+def rows_to_frame(rows: list[EvalRow], param_names: list[str]) -> pd.DataFrame:
+    """One row per evaluation; parameters as ``params_<name>`` columns (Optuna's convention)."""
+    records = []
+    for r in rows:
+        rec: dict[str, Any] = {
+            "eval_id": r.eval_id,
+            "worker": r.worker,
+            "seq": r.seq,
+            "status": STATUS_NAMES.get(r.status, str(r.status)),
+            "objective": r.objective,
+            "t_submitted": r.t_submitted,
+            "t_started": r.t_started,
+            "t_finished": r.t_finished,
+            "duration_s": r.t_finished - r.t_started,
+            "bo_overhead_s": r.bo_overhead_s,
+            "n_observations": r.n_observations,
+            "hostname": r.hostname,
+            "error": r.error,
+        }
+        for name in param_names:
+            rec[f"params_{name}"] = r.params.get(name)
+        for key, value in r.metadata.items():
+            rec[f"metadata_{key}"] = value
+        records.append(rec)
+    columns = list(records[0]) if records else [
+        "eval_id", "worker", "seq", "status", "objective", "t_submitted", "t_started", "t_finished",
+        "duration_s", "bo_overhead_s", "n_observations", "hostname", "error",
+    ] + [f"params_{n}" for n in param_names]
+    frame = pd.DataFrame.from_records(records, columns=columns if not records else None)
+    if len(frame):
+        frame = frame.sort_values(["t_submitted", "worker", "seq"], kind="stable").reset_index(drop=True)
+    return frame
+
+
+def load_results(run_dir: str | os.PathLike, include_in_flight: bool = True) -> pd.DataFrame:
+    """All evaluations of a run as a DataFrame (de-duplicated; in-flight rows optional).
+
+    Columns: ``eval_id, worker, seq, status, objective, t_submitted, t_started, t_finished,
+    duration_s, bo_overhead_s, n_observations, hostname, error``, then ``params_<name>`` for
+    each hyperparameter and ``metadata_<key>`` for what the objective returned besides its value.
+    """
+    info, table, _ = scan_run(run_dir)
+    rows = [r for r in table.rows if include_in_flight or r.status != IN_FLIGHT]
+    return rows_to_frame(rows, info.space.names)
+
+
+def utilization(table: ResultTable) -> float:
+    """Busy time over available time, as the ADBO paper defines it.
+
+    Sum over evaluations of (finished - started), in-flight ones cut at the end of the window,
+    divided by (workers x window); the window runs from the first start to the last timestamp.
+    """
+    rows = table.rows
+    if not rows:
+        return float("nan")
+    starts = np.array([r.t_started for r in rows])
+    ends = np.array([r.t_finished for r in rows])
+    valid = np.isfinite(starts)
+    if not valid.any():
+        return float("nan")
+    t0 = starts[valid].min()
+    t1 = np.nanmax(np.concatenate([ends[np.isfinite(ends)], starts[valid]]))
+    window = t1 - t0
+    workers = len({r.worker for r in rows})
+    if window <= 0 or workers == 0:
+        return float("nan")
+    busy = np.where(np.isfinite(ends), ends, t1)[valid] - starts[valid]
+    return float(np.clip(busy, 0, None).sum() / (workers * window))
+
+
+def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The figures behind ``adbo status --json``."""
+    info, table, reader = scan_run(run_dir)
+    rows = table.rows
+    counts = {name: 0 for name in STATUS_NAMES.values()}
+    for r in rows:
+        counts[STATUS_NAMES[r.status]] += 1
+    ok = [r for r in rows if r.status == OK and math.isfinite(r.objective)]
+    maximize = info.direction == "maximize"
+    best = (max if maximize else min)(ok, key=lambda r: r.objective) if ok else None
+    finished = [r.t_finished for r in rows if math.isfinite(r.t_finished)]
+    started = [r.t_started for r in rows if math.isfinite(r.t_started)]
+    wall = (max(finished) - min(started)) if finished and started else 0.0
+    evaluations = sum(1 for r in rows if r.status in BUDGET_STATUSES)
+    return {
+        "run_dir": os.fspath(run_dir),
+        "run_id": info.run_id,
+        "objective": info.objective,
+        "direction": info.direction,
+        "evaluations": evaluations,
+        "ok": counts["ok"],
+        "failures": counts["failed"] + counts["timeout"],
+        "timeouts": counts["timeout"],
+        "interrupted": counts["interrupted"],
+        "in_flight": counts["in_flight"],
+        "workers": len({r.worker for r in rows}),
+        "best_objective": best.objective if best else None,
+        "best_params": best.params if best else None,
+        "best_eval_id": best.eval_id if best else None,
+        "utilization": _finite_or_none(utilization(table)) if rows else None,
+        "wall_time_s": wall,
+        "evaluations_per_minute": (60.0 * evaluations / wall) if wall > 0 else None,
+        "median_bo_overhead_s": float(np.nanmedian([r.bo_overhead_s for r in rows])) if rows else None,
+        "segments_skipped": len(reader.skipped),
+        "max_evals": info.settings.get("max_evals"),
+    }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

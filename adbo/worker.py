@@ -1,0 +1,279 @@
+"""One decentralized BO worker: scan peers, fit, propose, evaluate, publish, repeat.
+
+A worker is a long-lived task (one Parsl app per worker) that owns nothing but its id and its own
+shard. Everything it knows about its peers comes from scanning the run directory, so any number
+of workers can start, die and restart independently, and a restarted worker with the same id
+continues its own sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import statistics
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .acquisition import ExplorationSchedule, propose, scale_scores
+from .evaluation import Objective, evaluate, resolve_objective
+from .space import SearchSpace
+from .storage import (
+    FAILED,
+    IN_FLIGHT,
+    INTERRUPTED,
+    LOG_DIR,
+    OK,
+    STOP_FILE,
+    TIMEOUT,
+    EvalRow,
+    ResultTable,
+    SegmentReader,
+    SegmentWriter,
+    read_run_info,
+)
+from .surrogate import make_surrogate
+
+
+@dataclass
+class WorkerSettings:
+    """Everything a worker needs besides its id and objective; stored in run.json as-is."""
+
+    max_evals: int | None = 100
+    """Stop starting evaluations once this many (ok, failed or timed out) exist across all shards."""
+    deadline: float | None = None
+    """Unix time after which no evaluation is started; one that would not finish is not begun."""
+    eval_timeout: float | None = None
+    """Seconds before an evaluation is recorded as a timeout."""
+    n_initial: int = 10
+    """Results needed (across all workers) before the surrogate replaces the space-filling design."""
+    surrogate: str = "extra_trees"
+    kappa_mean: float = 1.96
+    decay_period: int = 48
+    decay_rate: float = 0.1
+    n_candidates: int = 2000
+    """Uniform random candidates scored by the acquisition at each step."""
+    n_local: int = 0
+    """Extra candidates from local moves around the best results (0: none, the measured best on
+    multimodal problems so far; local moves over-exploit there)."""
+    refine_rounds: int = 0
+    """Rounds of local refinement around the best-scoring candidates."""
+    seed: int = 0
+    max_worker_evals: int | None = None
+    """Optional cap on this worker's own evaluations (mostly for tests and debugging)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class WorkerReport:
+    worker: int
+    evaluations: int = 0
+    failures: int = 0
+    stop_reason: str = ""
+    best_objective: float | None = None
+    fits: list[int] = field(default_factory=list)
+
+
+def _worker_logger(run_dir: Path, worker: int) -> logging.Logger:
+    logger = logging.getLogger(f"adbo.worker.{run_dir}.{worker}")
+    if not logger.handlers:
+        handler = logging.FileHandler(run_dir / LOG_DIR / f"worker-{worker:06d}.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+class Worker:
+    """The state of one worker's loop; ``run()`` executes it until a stop condition holds."""
+
+    def __init__(self, run_dir: str | os.PathLike, worker_id: int, objective: "Objective | str", settings: WorkerSettings):
+        self.run_dir = Path(run_dir)
+        self.worker_id = int(worker_id)
+        self.objective = resolve_objective(objective)
+        self.settings = settings
+        info = read_run_info(self.run_dir)
+        self.info = info
+        self.space: SearchSpace = info.space
+        self.maximize = info.direction == "maximize"
+        self.rng = np.random.default_rng([settings.seed, self.worker_id])
+        self.schedule = ExplorationSchedule.for_worker(
+            self.rng, settings.kappa_mean, settings.decay_period, settings.decay_rate
+        )
+        self.reader = SegmentReader(self.run_dir, info.run_id, self.space.dim)
+        self.writer = SegmentWriter(self.run_dir, self.worker_id, info.run_id, self.space.dim)
+        self.table = ResultTable(self.space.dim)
+        self.seen_keys: set[bytes] = set()
+        self.design = self.space.initial_design(max(settings.n_initial, 1), seed=settings.seed * 100_003 + self.worker_id)
+        self.design_used = 0
+        self.bo_steps = 0
+        self.log = _worker_logger(self.run_dir, self.worker_id)
+        self.hostname = socket.gethostname()
+        self.report = WorkerReport(self.worker_id)
+        self.durations: list[float] = []
+
+    # -- shared state ------------------------------------------------------------------
+    def scan(self) -> None:
+        changed = self.table.upsert(self.reader.scan())
+        if changed:
+            self.seen_keys.update(self.space.keys(np.array([r.x for r in changed])))
+
+    def budget_used(self) -> int:
+        st = self.table.view()[2]
+        return int(np.isin(st, (OK, FAILED, TIMEOUT)).sum())
+
+    def _resume(self) -> int:
+        """Adopt rows from a previous life of this worker; mark its cut-off evaluations."""
+        own = [r for r in self.table.rows if r.worker == self.worker_id]
+        self.writer.adopt(own)
+        stale = [r for r in own if r.status == IN_FLIGHT]
+        if stale:
+            now = time.time()
+            fixed = [
+                EvalRow(**{**r.__dict__, "status": INTERRUPTED, "t_finished": now,
+                           "error": "the worker stopped before this evaluation finished; it was restarted"})
+                for r in stale
+            ]
+            self.writer.append(fixed)
+            self.table.upsert(fixed)
+            self.log.warning("marked %d evaluation(s) from a previous run of this worker as interrupted", len(fixed))
+        self.durations = [r.t_finished - r.t_started for r in own if r.status == OK]
+        return self.table.max_seq(self.worker_id) + 1
+
+    def stop_reason(self) -> str | None:
+        s = self.settings
+        if (self.run_dir / STOP_FILE).exists():
+            return "STOP file present"
+        if s.max_evals is not None and self.budget_used() + self._peers_in_flight() >= s.max_evals:
+            return f"evaluation budget reached ({s.max_evals})"
+        if s.max_worker_evals is not None and self.report.evaluations >= s.max_worker_evals:
+            return f"per-worker budget reached ({s.max_worker_evals})"
+        if s.deadline is not None:
+            expected = statistics.median(self.durations) if self.durations else 0.0
+            if time.time() + expected >= s.deadline:
+                return "deadline reached (the next evaluation would not finish in time)"
+        return None
+
+    def _peers_in_flight(self) -> int:
+        st = self.table.view()[2]
+        w = self.table.worker[: len(self.table)]
+        return int(((st == IN_FLIGHT) & (w != self.worker_id)).sum())
+
+    # -- proposing ---------------------------------------------------------------------
+    def _training_data(self) -> tuple[np.ndarray, np.ndarray]:
+        X, y, st = self.table.view()
+        done = np.isin(st, (OK, FAILED, TIMEOUT))
+        X, y, st = X[done], y[done], st[done]
+        scores = np.where(st == OK, y if self.maximize else -y, np.nan)
+        finite = np.isfinite(scores)
+        worst = np.min(scores[finite]) if finite.any() else 0.0
+        scores = np.where(finite, scores, worst)  # failures look like the worst result seen
+        return X, scale_scores(scores)
+
+    def propose(self) -> tuple[np.ndarray | None, int, float]:
+        """Next configuration, the number of observations its model was fitted on, and kappa."""
+        n_ok = int((self.table.view()[2] == OK).sum())
+        while n_ok < self.settings.n_initial and self.design_used < len(self.design):
+            x = self.design[self.design_used]
+            self.design_used += 1
+            if self.space.keys(x[None])[0] not in self.seen_keys:
+                return x, 0, float("nan")
+        X, scores = self._training_data()
+        if len(X) < 2:
+            return self._random_unseen(), 0, float("nan")
+        kappa = self.schedule.kappa(self.bo_steps)
+        try:
+            model = make_surrogate(self.settings.surrogate, seed=int(self.rng.integers(2**31)))
+            model.fit(X, scores)
+            x, _ = propose(
+                self.space, model, X, scores, kappa, self.seen_keys, self.rng,
+                n_random=self.settings.n_candidates, n_local=self.settings.n_local,
+                refine_rounds=self.settings.refine_rounds,
+            )
+        except Exception:  # noqa: BLE001 - a bad fit must not kill the worker: explore instead
+            self.log.error("surrogate step failed, proposing at random:\n%s", traceback.format_exc())
+            return self._random_unseen(), 0, kappa
+        self.bo_steps += 1
+        if x is None:
+            x = self._random_unseen()
+        return x, len(X), kappa
+
+    def _random_unseen(self) -> np.ndarray | None:
+        C = self.space.sample(256, self.rng)
+        for x, key in zip(C, self.space.keys(C)):
+            if key not in self.seen_keys:
+                return x
+        return None
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self) -> WorkerReport:
+        self.scan()
+        seq = self._resume()
+        self.log.info("worker %d starting at sequence %d, kappa0=%.3f, %d rows known",
+                      self.worker_id, seq, self.schedule.kappa0, len(self.table))
+        while True:
+            t_step = time.time()
+            self.scan()
+            reason = self.stop_reason()
+            if reason:
+                break
+            x, n_obs, kappa = self.propose()
+            if x is None:
+                reason = "every configuration of the space has been evaluated"
+                break
+            params = self.space.decode(x[None])[0]
+            t_submit = time.time()
+            pending = EvalRow(
+                worker=self.worker_id, seq=seq, status=IN_FLIGHT, x=x, params=params,
+                t_submitted=t_submit, t_started=t_submit, bo_overhead_s=t_submit - t_step,
+                n_observations=n_obs, hostname=self.hostname,
+                eval_id=f"{self.info.run_id[:8]}-w{self.worker_id}-s{seq}",
+                metadata={"kappa": kappa} if math.isfinite(kappa) else {},
+            )
+            self.writer.append([pending])
+            self.table.upsert([pending])
+            self.seen_keys.add(self.space.keys(x[None])[0])
+            t_start = time.time()
+            outcome = evaluate(self.objective, params, self.settings.eval_timeout)
+            t_end = time.time()
+            final = EvalRow(
+                **{**pending.__dict__, "status": outcome.status, "objective": outcome.value,
+                   "metadata": {**pending.metadata, **outcome.metadata}, "t_started": t_start,
+                   "t_finished": t_end, "error": outcome.error}
+            )
+            self.writer.append([final])
+            self.table.upsert([final])
+            seq += 1
+            self.report.evaluations += 1
+            self.report.fits.append(n_obs)
+            if outcome.status == OK:
+                self.durations.append(t_end - t_start)
+                if self.report.best_objective is None or (
+                    outcome.value > self.report.best_objective if self.maximize else outcome.value < self.report.best_objective
+                ):
+                    self.report.best_objective = outcome.value
+            else:
+                self.report.failures += 1
+            self.log.info("seq=%d status=%s objective=%s fit_on=%d overhead=%.3fs eval=%.2fs %s",
+                          final.seq, outcome.status, outcome.value, n_obs, final.bo_overhead_s,
+                          t_end - t_start, outcome.error.splitlines()[-1] if outcome.error else "")
+        self.report.stop_reason = reason or ""
+        self.log.info("worker %d stopping: %s", self.worker_id, reason)
+        return self.report
+
+
+def run_worker(run_dir: str, worker_id: int, objective: "Objective | str", settings: WorkerSettings | dict) -> dict[str, Any]:
+    """Entry point of one worker; Parsl ships this function to wherever the worker runs."""
+    if isinstance(settings, dict):
+        settings = WorkerSettings(**settings)
+    report = Worker(run_dir, worker_id, objective, settings).run()
+    return asdict(report)

@@ -1,0 +1,25 @@
+"""This machine, one thread per worker, through Parsl's ThreadPoolExecutor.
+
+The lightest way to run: no extra processes, nothing listening on any port. Workers share the
+GIL, so this suits objectives that release it (sleeping, I/O, numpy/torch kernels) and tests.
+"""
+
+from __future__ import annotations
+
+import os
+
+from parsl.config import Config
+from parsl.executors import ThreadPoolExecutor
+
+DESCRIPTION = "this machine: one thread per worker (Parsl ThreadPoolExecutor)"
+
+
+def make_config(workers: int, run_dir: str, **_: object) -> Config:
+    # Parsl's ThreadPoolExecutor defaults to two threads: more workers would wait for a slot.
+    return Config(
+        executors=[ThreadPoolExecutor(label="adbo_threads", max_threads=workers)],
+        run_dir=os.path.join(run_dir, "logs", "parsl"),
+        usage_tracking=0,
+        exit_mode="wait",
+        strategy="none",
+    )

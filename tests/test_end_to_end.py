@@ -1,0 +1,125 @@
+"""Whole searches through real Parsl executors, real worker processes and real HDF5 shards."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import adbo
+from adbo.objectives.synthetic import SyntheticObjective
+from adbo.storage import IN_FLIGHT, EvalRow, SegmentWriter, read_run_info
+
+BIN = os.path.dirname(sys.executable)
+
+
+def adbo_cli(*args):
+    out = subprocess.run([os.path.join(BIN, "adbo"), *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def check_run(run_dir, workers, budget):
+    df = adbo.load_results(run_dir)
+    final = df[df.status != "in_flight"]
+    assert len(final) >= budget
+    assert sorted(df.worker.unique()) == list(range(workers)), "every worker wrote rows"
+    assert not df.duplicated(["worker", "seq"]).any()
+    for w, rows in df.groupby("worker"):
+        assert sorted(rows.seq) == list(range(len(rows))), f"worker {w} skipped or repeated a sequence"
+        # Each worker's later fits used more observations than it produced itself: peers' results.
+        own_before = np.arange(len(rows))
+        assert (rows.sort_values("seq").n_observations.to_numpy() > own_before).any(), f"worker {w} never used peers' data"
+    params = final[[c for c in df.columns if c.startswith("params_")]]
+    assert not params.duplicated().any(), "no configuration was evaluated twice"
+    status = json.loads(adbo_cli("status", run_dir, "--json"))
+    assert status["evaluations"] == int(final.status.isin(["ok", "failed", "timeout"]).sum())
+    assert status["failures"] == int(final.status.isin(["failed", "timeout"]).sum())
+    assert status["in_flight"] == int((df.status == "in_flight").sum())
+    assert status["workers"] == workers
+    ok = final[final.status == "ok"]
+    assert status["best_objective"] == pytest.approx(ok.objective.min())
+    best_row = ok.loc[ok.objective.idxmin()]
+    assert status["best_params"] == {c[7:]: best_row[c] for c in params.columns if not _missing(best_row[c])}
+    assert status["direction"] == "minimize"
+    assert 0 < status["utilization"] <= 1
+    return df, status
+
+
+def _missing(v):
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+@pytest.mark.parametrize("site", ["local", "local-threads"])
+def test_four_workers_on_ackley(tmp_path, site):
+    run_dir = str(tmp_path / "run")
+    objective = SyntheticObjective("ackley", 5, eval_time=(0.05, 0.02))
+    result = adbo.launch(objective, objective.space(), run_dir, site=site, workers=4, max_evals=120,
+                         direction="minimize", seed=1, progress=False)
+    assert not result.worker_errors
+    assert len(result.worker_reports) == 4
+    df, status = check_run(run_dir, 4, 120)
+    assert result.best_value == status["best_objective"]
+    assert status["best_objective"] < 12  # random search's median best at 120 evaluations is ~17
+
+
+def test_relaunch_resumes_and_a_different_search_is_refused(tmp_path):
+    run_dir = str(tmp_path / "run")
+    objective = SyntheticObjective("ackley", 3)
+    adbo.launch(objective, objective.space(), run_dir, site="local-threads", workers=2, max_evals=12,
+                direction="minimize", progress=False)
+    run_id = read_run_info(run_dir).run_id
+    # A worker that died mid-evaluation left an in-flight row; its restart marks it interrupted.
+    space = adbo.SearchSpace(objective.space())
+    before = adbo.load_results(run_dir)
+    dead_seq = int(before[before.worker == 1].seq.max()) + 1
+    x = space.sample(1, np.random.default_rng(5))[0]
+    SegmentWriter(run_dir, 1, run_id, space.dim).append(
+        [EvalRow(worker=1, seq=dead_seq, status=IN_FLIGHT, x=x, params=space.decode(x[None])[0], t_started=time.time())]
+    )
+    adbo.launch(objective, objective.space(), run_dir, site="local-threads", workers=2, max_evals=30,
+                direction="minimize", progress=False)
+    df = adbo.load_results(run_dir)
+    assert read_run_info(run_dir).run_id == run_id
+    assert (df.status.isin(["ok", "failed", "timeout"])).sum() >= 30
+    assert not df.duplicated(["worker", "seq"]).any()
+    cut = df[(df.worker == 1) & (df.seq == dead_seq)]
+    assert list(cut.status) == ["interrupted"] and "restarted" in cut.error.iloc[0]
+    assert (df.status == "in_flight").sum() == 0
+    with pytest.raises(adbo.RunDirectoryError, match="search space differs"):
+        adbo.launch(objective, {"x0": (0.0, 1.0)}, run_dir, site="local-threads", workers=1, max_evals=40,
+                    direction="minimize", progress=False)
+    assert len(adbo.load_results(run_dir)) == len(df)
+
+
+def test_workflow_script_and_cli(tmp_path):
+    run_dir = str(tmp_path / "wf")
+    out = subprocess.run(
+        [sys.executable, "workflows/synthetic_hpo.py", "--problem", "branin", "--site", "local-threads",
+         "--workers", "2", "--max-evals", "16", "--run-dir", run_dir, "--no-progress"],
+        capture_output=True, text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "best objective" in out.stdout and "worker utilization" in out.stdout
+    best = json.loads(adbo_cli("best", run_dir))
+    assert set(best["params"]) == {"x0", "x1"}
+    csv = tmp_path / "all.csv"
+    assert "rows" in adbo_cli("export", run_dir, "-o", str(csv))
+    import pandas as pd
+
+    exported = pd.read_csv(csv)
+    assert len(exported) == len(adbo.load_results(run_dir)) and "params_x0" in exported.columns
+    text = adbo_cli("status", run_dir)
+    assert "evaluations" in text and "utilization" in text
+    bad = subprocess.run([os.path.join(BIN, "adbo"), "status", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not an adbo run directory" in bad.stderr
+
+
+def test_unknown_site_lists_the_known_ones(tmp_path):
+    objective = SyntheticObjective("ackley", 2)
+    with pytest.raises(ValueError, match="known sites: local, local-threads"):
+        adbo.launch(objective, objective.space(), str(tmp_path / "r"), site="summit", workers=1, max_evals=2, progress=False)
