@@ -96,6 +96,8 @@ class _Monitor:
         w = self.table.worker[: len(self.table)]
         self.started.update(int(v) for v in np.unique(w))
         active = len({int(v) for v in w[st == 0]})
+        if self.bar.total is not None and done > self.bar.total:
+            self.bar.total = done  # workers already in flight when the budget filled still finish
         self.bar.n = done
         self.bar.set_postfix(best=f"{best:.6g}" if best is not None else "-", failures=failures,
                              active=f"{active}/{self.workers}", refresh=False)

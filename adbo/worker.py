@@ -30,6 +30,7 @@ from .storage import (
     INTERRUPTED,
     LOG_DIR,
     OK,
+    STATUS_NAMES,
     STOP_FILE,
     TIMEOUT,
     EvalRow,
@@ -264,7 +265,7 @@ class Worker:
             else:
                 self.report.failures += 1
             self.log.info("seq=%d status=%s objective=%s fit_on=%d overhead=%.3fs eval=%.2fs %s",
-                          final.seq, outcome.status, outcome.value, n_obs, final.bo_overhead_s,
+                          final.seq, STATUS_NAMES[outcome.status], outcome.value, n_obs, final.bo_overhead_s,
                           t_end - t_start, outcome.error.splitlines()[-1] if outcome.error else "")
         self.report.stop_reason = reason or ""
         self.log.info("worker %d stopping: %s", self.worker_id, reason)
