@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .storage import FAILED, IN_FLIGHT, OK, STATUS_NAMES, TIMEOUT, EvalRow, ResultTable, scan_run
+from .storage import BUDGET_STATUSES, FAILED, IN_FLIGHT, OK, STATUS_NAMES, TIMEOUT, EvalRow, ResultTable, scan_run
 
-BUDGET_STATUSES = (OK, FAILED, TIMEOUT)
+
 
 
 def rows_to_frame(rows: list[EvalRow], param_names: list[str]) -> pd.DataFrame:

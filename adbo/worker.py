@@ -25,6 +25,7 @@ from .acquisition import ExplorationSchedule, propose, scale_scores
 from .evaluation import Objective, evaluate, resolve_objective
 from .space import SearchSpace
 from .storage import (
+    BUDGET_STATUSES,
     FAILED,
     IN_FLIGHT,
     INTERRUPTED,
@@ -37,6 +38,7 @@ from .storage import (
     ResultTable,
     SegmentReader,
     SegmentWriter,
+    WriterSuperseded,
     read_run_info,
 )
 from .surrogate import make_surrogate
@@ -50,6 +52,10 @@ class WorkerSettings:
     """Stop starting evaluations once this many (ok, failed or timed out) exist across all shards."""
     deadline: float | None = None
     """Unix time after which no evaluation is started; one that would not finish is not begun."""
+    allocation_s: float | None = None
+    """Walltime of the batch job running this worker; counted from the worker's start."""
+    walltime_margin_s: float = 60.0
+    """Seconds kept in hand before a deadline (to publish rows and exit cleanly)."""
     eval_timeout: float | None = None
     """Seconds before an evaluation is recorded as a timeout."""
     n_initial: int = 10
@@ -81,6 +87,7 @@ class WorkerReport:
     stop_reason: str = ""
     best_objective: float | None = None
     fits: list[int] = field(default_factory=list)
+    evaluations_before_restart: int = 0
 
 
 def _worker_logger(run_dir: Path, worker: int) -> logging.Logger:
@@ -110,9 +117,9 @@ class Worker:
         self.schedule = ExplorationSchedule.for_worker(
             self.rng, settings.kappa_mean, settings.decay_period, settings.decay_rate
         )
-        self.reader = SegmentReader(self.run_dir, info.run_id, self.space.dim)
+        self.reader = SegmentReader(self.run_dir, info.run_id, self.space.dim, info.max_workers)
         self.writer = SegmentWriter(self.run_dir, self.worker_id, info.run_id, self.space.dim)
-        self.table = ResultTable(self.space.dim)
+        self.table = ResultTable(self.space.dim, keep_rows=False)
         self.seen_keys: set[bytes] = set()
         self.design = self.space.initial_design(max(settings.n_initial, 1), seed=settings.seed * 100_003 + self.worker_id)
         self.design_used = 0
@@ -121,34 +128,40 @@ class Worker:
         self.hostname = socket.gethostname()
         self.report = WorkerReport(self.worker_id)
         self.durations: list[float] = []
+        self.deadline = self._deadline(time.time())
+
+    def _deadline(self, started: float) -> float | None:
+        """The earliest of the launch's deadline and this worker's allocation end, less the margin."""
+        s = self.settings
+        ends = [d for d in (s.deadline, started + s.allocation_s if s.allocation_s else None) if d]
+        return min(ends) - s.walltime_margin_s if ends else None
 
     # -- shared state ------------------------------------------------------------------
     def scan(self) -> None:
-        changed = self.table.upsert(self.reader.scan())
-        if changed:
-            self.seen_keys.update(self.space.keys(np.array([r.x for r in changed])))
+        for batch in self.reader.scan_batches():
+            if self.table.upsert_batch(batch):
+                self.seen_keys.update(self.space.keys(batch.x))
 
     def budget_used(self) -> int:
-        st = self.table.view()[2]
-        return int(np.isin(st, (OK, FAILED, TIMEOUT)).sum())
+        return self.table.count(BUDGET_STATUSES)
 
     def _resume(self) -> int:
-        """Adopt rows from a previous life of this worker; mark its cut-off evaluations."""
-        own = [r for r in self.table.rows if r.worker == self.worker_id]
-        self.writer.adopt(own)
+        """Continue a previous life of this worker: mark its cut-off evaluations interrupted."""
+        own = self.writer.rows
         stale = [r for r in own if r.status == IN_FLIGHT]
         if stale:
             now = time.time()
             fixed = [
-                EvalRow(**{**r.__dict__, "status": INTERRUPTED, "t_finished": now,
-                           "error": "the worker stopped before this evaluation finished; it was restarted"})
+                r.evolve(status=INTERRUPTED, t_finished=now,
+                         error="the worker stopped before this evaluation finished; it was restarted")
                 for r in stale
             ]
             self.writer.append(fixed)
             self.table.upsert(fixed)
             self.log.warning("marked %d evaluation(s) from a previous run of this worker as interrupted", len(fixed))
         self.durations = [r.t_finished - r.t_started for r in own if r.status == OK]
-        return self.table.max_seq(self.worker_id) + 1
+        self.report.evaluations_before_restart = sum(r.status in BUDGET_STATUSES for r in own)
+        return self.writer.next_seq()
 
     def stop_reason(self) -> str | None:
         s = self.settings
@@ -158,10 +171,10 @@ class Worker:
             return f"evaluation budget reached ({s.max_evals})"
         if s.max_worker_evals is not None and self.report.evaluations >= s.max_worker_evals:
             return f"per-worker budget reached ({s.max_worker_evals})"
-        if s.deadline is not None:
+        if self.deadline is not None:
             expected = statistics.median(self.durations) if self.durations else 0.0
-            if time.time() + expected >= s.deadline:
-                return "deadline reached (the next evaluation would not finish in time)"
+            if time.time() + expected >= self.deadline:
+                return "walltime deadline reached (the next evaluation would not finish in time)"
         return None
 
     def _peers_in_flight(self) -> int:
@@ -244,12 +257,20 @@ class Worker:
             self.table.upsert([pending])
             self.seen_keys.add(self.space.keys(x[None])[0])
             t_start = time.time()
-            outcome = evaluate(self.objective, params, self.settings.eval_timeout)
+            timeout = self.settings.eval_timeout
+            cut_by_deadline = False
+            if self.deadline is not None:
+                left = max(1.0, self.deadline - t_start)
+                cut_by_deadline = timeout is None or left < timeout
+                timeout = min(timeout, left) if timeout is not None else left
+            outcome = evaluate(self.objective, params, timeout)
             t_end = time.time()
-            final = EvalRow(
-                **{**pending.__dict__, "status": outcome.status, "objective": outcome.value,
-                   "metadata": {**pending.metadata, **outcome.metadata}, "t_started": t_start,
-                   "t_finished": t_end, "error": outcome.error}
+            if outcome.status == TIMEOUT and cut_by_deadline:
+                outcome.status = INTERRUPTED
+                outcome.error = "stopped at the walltime deadline; a relaunch continues the search"
+            final = pending.evolve(
+                status=outcome.status, objective=outcome.value, metadata={**pending.metadata, **outcome.metadata},
+                t_started=t_start, t_finished=t_end, error=outcome.error,
             )
             self.writer.append([final])
             self.table.upsert([final])
@@ -276,5 +297,11 @@ def run_worker(run_dir: str, worker_id: int, objective: "Objective | str", setti
     """Entry point of one worker; Parsl ships this function to wherever the worker runs."""
     if isinstance(settings, dict):
         settings = WorkerSettings(**settings)
-    report = Worker(run_dir, worker_id, objective, settings).run()
+    worker = Worker(run_dir, worker_id, objective, settings)
+    try:
+        report = worker.run()
+    except WriterSuperseded as exc:
+        worker.log.warning("%s", exc)
+        worker.report.stop_reason = str(exc)
+        report = worker.report
     return asdict(report)

@@ -22,3 +22,9 @@ def always_raises(params):
 
 def quadratic(params):
     return math.fsum((v - 0.3) ** 2 for v in params.values())
+
+
+def slow_on_high_a(params):
+    """Quick on most of the space, far too slow where a >= 0.7 (to be cut by a deadline)."""
+    time.sleep(0.2 if params["a"] < 0.7 else 5.0)
+    return (params["a"] - 0.3) ** 2

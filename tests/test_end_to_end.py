@@ -121,5 +121,6 @@ def test_workflow_script_and_cli(tmp_path):
 
 def test_unknown_site_lists_the_known_ones(tmp_path):
     objective = SyntheticObjective("ackley", 2)
-    with pytest.raises(ValueError, match="known sites: local, local-threads"):
+    with pytest.raises(ValueError, match="unknown site 'summit'; known sites: .*local, local-threads"):
         adbo.launch(objective, objective.space(), str(tmp_path / "r"), site="summit", workers=1, max_evals=2, progress=False)
+    assert not (tmp_path / "r").exists(), "nothing is created for a launch that cannot start"

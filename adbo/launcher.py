@@ -76,7 +76,7 @@ class _Monitor:
 
     def __init__(self, run_dir: str, run_id: str, dim: int, maximize: bool, budget: int | None, workers: int, show: bool):
         self.reader = SegmentReader(run_dir, run_id, dim)
-        self.table = ResultTable(dim)
+        self.table = ResultTable(dim, keep_rows=False)
         self.maximize = maximize
         self.workers = workers
         self.bar = tqdm(total=budget, desc="evaluations", unit="eval", disable=not show, dynamic_ncols=True)
@@ -85,7 +85,8 @@ class _Monitor:
     def update(self) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            self.table.upsert(self.reader.scan())
+            for batch in self.reader.scan_batches():
+                self.table.upsert_batch(batch)
         _, y, st = self.table.view()
         done = int(np.isin(st, BUDGET_STATUSES).sum())
         ok = st == OK
@@ -118,6 +119,7 @@ def launch(
     direction: str = "maximize",
     eval_timeout: float | None = None,
     walltime: float | None = None,
+    walltime_margin: float = 60.0,
     seed: int = 0,
     n_initial: int = 10,
     surrogate: str = "extra_trees",
@@ -136,9 +138,11 @@ def launch(
     ConfigSpace ``ConfigurationSpace`` or adbo's dict shorthand. ``site`` names a module of
     ``adbo.site_configs`` ("local", "local-threads", ...). Relaunching with the same
     ``run_dir``, space and objective resumes the search; ``max_evals`` counts what is stored.
-    ``walltime`` (seconds from now) stops workers from starting evaluations that cannot finish.
+    ``walltime`` (seconds from now) stops workers from starting evaluations that cannot finish;
+    on batch sites the allocation's own walltime does the same from each worker's start, keeping
+    ``walltime_margin`` seconds in hand.
     """
-    from .site_configs import make_config
+    from .site_configs import load_site
 
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
@@ -152,9 +156,16 @@ def launch(
     search_space = space if isinstance(space, SearchSpace) else SearchSpace(space)
     make_surrogate_check(surrogate)
     run_dir = os.path.abspath(os.fspath(run_dir))
+    site_module = load_site(site)  # an unknown site or bad options fail before anything is created
+    options = dict(site_options or {})
+    config = site_module.make_config(workers=workers, run_dir=run_dir, **options)
+    allocation_of = getattr(site_module, "allocation_seconds", None)
+    allocation = allocation_of(**options) if callable(allocation_of) else None
     settings = WorkerSettings(
         max_evals=max_evals,
         deadline=(time.time() + walltime) if walltime else None,
+        allocation_s=allocation,
+        walltime_margin_s=walltime_margin,
         eval_timeout=eval_timeout,
         n_initial=n_initial,
         surrogate=surrogate,
@@ -169,7 +180,6 @@ def launch(
     if stop_file.exists():
         stop_file.unlink()  # a STOP left by the previous launch must not end this one at once
     _ensure_parsl_scripts_on_path()
-    config = make_config(site, workers=workers, run_dir=run_dir, **dict(site_options or {}))
 
     monitor = _Monitor(run_dir, info.run_id, search_space.dim, direction == "maximize", max_evals, workers, progress)
     reports: list[dict[str, Any]] = []

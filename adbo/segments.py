@@ -1,0 +1,182 @@
+"""The HDF5 segment file: its name, its layout, and reading it defensively.
+
+A segment is written once and never changed. Its name says who wrote it and in which
+generation (``wWORKER-gGEN.h5``); a compacted segment (``wWORKER-gGEN-c.h5``) holds every row
+its writer published in generations before ``GEN``. Each row also carries the generation that
+first published it, so a reader that already read some of those generations reads only the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import h5py
+import numpy as np
+
+from .rows import EvalRow
+from .runinfo import FORMAT_VERSION
+
+WORKERS_PER_BUCKET = 64
+"""Writers sharing one subdirectory of shards/: at 2,000 workers, 32 directories of at most
+64 writers x (compaction threshold + 1) entries, instead of one directory of 30,000+."""
+
+HDF5_LOCKING = os.environ.get("ADBO_HDF5_LOCKING", "0") == "1"
+"""HDF5 file locking, off unless ADBO_HDF5_LOCKING=1. flock fails or is slow on Lustre and NFS,
+and adbo gains nothing from it: no file is ever opened for writing once it is published."""
+
+_STR = h5py.string_dtype()
+_NAME = re.compile(r"^w(\d{6})-g(\d{9})(-c)?\.h5$")
+
+# Three datasets per segment, not one per field: opening a dataset costs h5py about as much as
+# reading it, and a worker opens thousands of small segments per scan at scale.
+NUMERIC = np.dtype([
+    ("worker", "<i8"), ("seq", "<i8"), ("gen", "<i8"), ("n_observations", "<i8"), ("status", "<i1"),
+    ("objective", "<f8"), ("t_submitted", "<f8"), ("t_started", "<f8"), ("t_finished", "<f8"),
+    ("bo_overhead_s", "<f8"),
+])
+TEXT_FIELDS = ("eval_id", "hostname", "error", "params", "metadata")
+
+@dataclass(frozen=True)
+class SegmentName:
+    worker: int
+    gen: int
+    compacted: bool
+
+    @property
+    def filename(self) -> str:
+        return f"w{self.worker:06d}-g{self.gen:09d}{'-c' if self.compacted else ''}.h5"
+
+    @staticmethod
+    def parse(name: str) -> "SegmentName | None":
+        m = _NAME.match(name)
+        return SegmentName(int(m.group(1)), int(m.group(2)), m.group(3) is not None) if m else None
+
+
+def bucket_name(worker: int) -> str:
+    return f"b{worker // WORKERS_PER_BUCKET:04d}"
+
+
+def is_bucket_name(name: str) -> bool:
+    return len(name) == 5 and name[0] == "b" and name[1:].isdigit()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+@dataclass
+class RowBatch:
+    """Rows of one segment as columns; parameters and metadata stay JSON text until asked for.
+
+    Workers only need the numeric columns and ``x`` to fit their surrogate, so they never pay
+    for decoding tens of thousands of parameter dicts.
+    """
+
+    numeric: np.ndarray
+    x: np.ndarray
+    text: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.numeric)
+
+    def rows(self) -> list[EvalRow]:
+        out = []
+        for i, rec in enumerate(self.numeric):
+            eval_id, hostname, error, params, metadata = (_text(v) for v in self.text[i])
+            out.append(
+                EvalRow(
+                    worker=int(rec["worker"]), seq=int(rec["seq"]), status=int(rec["status"]), x=self.x[i],
+                    params=json.loads(params), objective=float(rec["objective"]), metadata=json.loads(metadata),
+                    t_submitted=float(rec["t_submitted"]), t_started=float(rec["t_started"]),
+                    t_finished=float(rec["t_finished"]), bo_overhead_s=float(rec["bo_overhead_s"]),
+                    n_observations=int(rec["n_observations"]), hostname=hostname, error=error,
+                    eval_id=eval_id, gen=int(rec["gen"]),
+                )
+            )
+        return out
+
+
+def write_segment(path: Path, rows: list[EvalRow], run_id: str, worker: int, dim: int) -> None:
+    """Write ``rows`` to ``path`` (a temporary name: publishing is the caller's rename)."""
+    n = len(rows)
+    numeric = np.zeros(n, dtype=NUMERIC)
+    for i, r in enumerate(rows):
+        numeric[i] = (r.worker, r.seq, r.gen, r.n_observations, r.status, r.objective, r.t_submitted,
+                      r.t_started, r.t_finished, r.bo_overhead_s)
+    text = np.empty((n, len(TEXT_FIELDS)), dtype=object)
+    for i, r in enumerate(rows):
+        text[i] = (r.eval_id, r.hostname, r.error, json.dumps(r.params, default=_json_default),
+                   json.dumps(r.metadata, default=_json_default))
+    with h5py.File(path, "w", locking=HDF5_LOCKING) as f:
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["run_id"] = run_id
+        f.attrs["worker"] = worker
+        f.create_dataset("numeric", data=numeric)
+        f.create_dataset("x", data=np.array([r.x for r in rows], dtype=np.float64).reshape(n, dim))
+        f.create_dataset("text", data=text.reshape(n, len(TEXT_FIELDS)), dtype=_STR)
+
+
+class SegmentRejected(ValueError):
+    """A file in the shard directory that adbo will not use; the message says why."""
+
+
+def read_segment(
+    path: str | os.PathLike,
+    run_id: str | None,
+    dim: int,
+    expected_worker: int | None = None,
+    wanted: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> RowBatch | None:
+    """The rows of one segment that ``wanted(gens)`` selects (all by default), checked first.
+
+    Raises ``SegmentRejected`` for a file of another run, a newer format, a wrong schema or a
+    writer that does not match its name; h5py's own errors for unreadable bytes.
+    """
+    with h5py.File(path, "r", locking=HDF5_LOCKING) as f:
+        attrs = f.attrs
+        version = int(attrs.get("format_version", -1))
+        if version > FORMAT_VERSION:
+            raise SegmentRejected(f"format version {version} is newer than this adbo ({FORMAT_VERSION}); upgrade adbo")
+        if version < 1:
+            raise SegmentRejected("no adbo format version: not an adbo segment")
+        stored_run = attrs.get("run_id")
+        if run_id is not None and stored_run != run_id:
+            raise SegmentRejected(f"belongs to run {stored_run!r}, not this run {run_id!r}")
+        if expected_worker is not None and int(attrs.get("worker", -1)) != expected_worker:
+            raise SegmentRejected(f"written by worker {attrs.get('worker')}, but named for worker {expected_worker}")
+        try:
+            numeric_ds, x_ds, text_ds = f["numeric"], f["x"], f["text"]
+        except KeyError as exc:
+            raise SegmentRejected(f"wrong schema: {exc}") from None
+        if numeric_ds.dtype != NUMERIC or x_ds.ndim != 2 or x_ds.shape[1] != dim or text_ds.ndim != 2 \
+                or text_ds.shape[1] != len(TEXT_FIELDS):
+            raise SegmentRejected(f"wrong schema: expected the numeric, x and text layout of {dim} parameters")
+        n = numeric_ds.shape[0]
+        if x_ds.shape[0] != n or text_ds.shape[0] != n:
+            raise SegmentRejected("wrong schema: datasets of different lengths")
+        numeric = numeric_ds[()]
+        keep = np.ones(n, dtype=bool) if wanted is None else wanted(numeric["gen"])
+        if not keep.any():
+            return None
+        idx = np.flatnonzero(keep)
+        lo, hi = int(idx[0]), int(idx[-1]) + 1  # one contiguous slice: rows are in generation order
+        x = x_ds[lo:hi]
+        text = text_ds[lo:hi]
+    keep = keep[lo:hi]
+    batch = RowBatch(numeric[lo:hi][keep], x[keep], text[keep])
+    if expected_worker is not None and np.any(batch.numeric["worker"] != expected_worker):
+        raise SegmentRejected(f"holds rows of other workers than its writer {expected_worker}")
+    return batch
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
