@@ -184,7 +184,7 @@ def launch(
     monitor = _Monitor(run_dir, info.run_id, search_space.dim, direction == "maximize", max_evals, workers, progress)
     reports: list[dict[str, Any]] = []
     errors: dict[int, str] = {}
-    t0 = time.time()
+    first_start: float | None = None
     warned_startup = False
     try:
         with parsl.load(config):
@@ -193,13 +193,17 @@ def launch(
                 while not all(f.done() for f in futures):
                     time.sleep(poll_interval)
                     monitor.update()
-                    if not warned_startup and time.time() - t0 > startup_timeout and len(monitor.started) < workers:
+                    if monitor.started and first_start is None:
+                        first_start = time.time()
+                    # Batch jobs may queue for hours: the clock starts when the first worker does.
+                    if (not warned_startup and first_start is not None and len(monitor.started) < workers
+                            and time.time() - first_start > startup_timeout):
                         warned_startup = True
                         tqdm.write(
-                            f"adbo: only {len(monitor.started)} of {workers} workers have started after "
-                            f"{startup_timeout:.0f} s; the site may have fewer worker slots than workers "
-                            f"(check the executor's max_workers_per_node / cores_per_worker, and "
-                            f"{run_dir}/logs/parsl for errors)"
+                            f"adbo: only {len(monitor.started)} of {workers} workers have started "
+                            f"{startup_timeout:.0f} s after the first; the site may have fewer worker slots than "
+                            f"workers (check max_workers_per_node / cores_per_worker, nodes and blocks) or "
+                            f"some blocks are still queued; see {run_dir}/logs/parsl"
                         )
             except KeyboardInterrupt:
                 stop_file.touch()

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .storage import BUDGET_STATUSES, FAILED, IN_FLIGHT, OK, STATUS_NAMES, TIMEOUT, EvalRow, ResultTable, scan_run
+from .storage import BUDGET_STATUSES, IN_FLIGHT, OK, STATUS_NAMES, EvalRow, ResultTable, scan_run
 
 
 

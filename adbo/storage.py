@@ -58,7 +58,7 @@ from .segments import (
 __all__ = [
     "BUDGET_STATUSES", "FAILED", "FINAL_STATUSES", "FORMAT_VERSION", "HDF5_LOCKING", "IN_FLIGHT",
     "INTERRUPTED", "LOG_DIR", "OK", "RUN_FILE", "SHARD_DIR", "STATUS_NAMES", "STOP_FILE", "TIMEOUT",
-    "EvalRow", "ResultTable", "RunDirectoryError", "RunInfo", "SegmentReader", "SegmentWriter", "WriterSuperseded",
+    "EvalRow", "ResultTable", "RunDirectoryError", "RunInfo", "SegmentReader", "SegmentRejected", "SegmentWriter", "WriterSuperseded",
     "open_run", "read_run_info", "scan_run",
 ]
 

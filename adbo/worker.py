@@ -14,19 +14,17 @@ import os
 import socket
 import statistics
 import time
-import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .acquisition import ExplorationSchedule, propose, scale_scores
+from .proposer import Proposer, ProposerSettings
 from .evaluation import Objective, evaluate, resolve_objective
 from .space import SearchSpace
 from .storage import (
     BUDGET_STATUSES,
-    FAILED,
     IN_FLIGHT,
     INTERRUPTED,
     LOG_DIR,
@@ -41,7 +39,6 @@ from .storage import (
     WriterSuperseded,
     read_run_info,
 )
-from .surrogate import make_surrogate
 
 
 @dataclass
@@ -71,12 +68,17 @@ class WorkerSettings:
     multimodal problems so far; local moves over-exploit there)."""
     refine_rounds: int = 0
     """Rounds of local refinement around the best-scoring candidates."""
+    max_fit_points: int = 2000
+    """Results the surrogate is fitted on at most (the best quarter always kept, the rest sampled)."""
     seed: int = 0
     max_worker_evals: int | None = None
     """Optional cap on this worker's own evaluations (mostly for tests and debugging)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def proposer_settings(self) -> ProposerSettings:
+        return ProposerSettings(**{f.name: getattr(self, f.name) for f in fields(ProposerSettings)})
 
 
 @dataclass
@@ -113,17 +115,11 @@ class Worker:
         self.info = info
         self.space: SearchSpace = info.space
         self.maximize = info.direction == "maximize"
-        self.rng = np.random.default_rng([settings.seed, self.worker_id])
-        self.schedule = ExplorationSchedule.for_worker(
-            self.rng, settings.kappa_mean, settings.decay_period, settings.decay_rate
-        )
+        self.proposer = Proposer(self.space, self.maximize, settings.seed, self.worker_id, settings.proposer_settings())
         self.reader = SegmentReader(self.run_dir, info.run_id, self.space.dim, info.max_workers)
         self.writer = SegmentWriter(self.run_dir, self.worker_id, info.run_id, self.space.dim)
         self.table = ResultTable(self.space.dim, keep_rows=False)
         self.seen_keys: set[bytes] = set()
-        self.design = self.space.initial_design(max(settings.n_initial, 1), seed=settings.seed * 100_003 + self.worker_id)
-        self.design_used = 0
-        self.bo_steps = 0
         self.log = _worker_logger(self.run_dir, self.worker_id)
         self.hostname = socket.gethostname()
         self.report = WorkerReport(self.worker_id)
@@ -131,9 +127,19 @@ class Worker:
         self.deadline = self._deadline(time.time())
 
     def _deadline(self, started: float) -> float | None:
-        """The earliest of the launch's deadline and this worker's allocation end, less the margin."""
+        """The earliest of the launch's deadline and this worker's allocation end, less the margin.
+
+        Batch sites export ``ADBO_ALLOCATION_END`` (Unix time) from the job script itself, which
+        is exact; without it the allocation is counted from this worker's start, a little late.
+        """
         s = self.settings
         ends = [d for d in (s.deadline, started + s.allocation_s if s.allocation_s else None) if d]
+        exported = os.environ.get("ADBO_ALLOCATION_END", "").strip()
+        if exported:
+            try:
+                ends.append(float(exported))
+            except ValueError:
+                self.log.warning("ignoring ADBO_ALLOCATION_END=%r: not a Unix time", exported)
         return min(ends) - s.walltime_margin_s if ends else None
 
     # -- shared state ------------------------------------------------------------------
@@ -182,58 +188,19 @@ class Worker:
         w = self.table.worker[: len(self.table)]
         return int(((st == IN_FLIGHT) & (w != self.worker_id)).sum())
 
-    # -- proposing ---------------------------------------------------------------------
-    def _training_data(self) -> tuple[np.ndarray, np.ndarray]:
-        X, y, st = self.table.view()
-        done = np.isin(st, (OK, FAILED, TIMEOUT))
-        X, y, st = X[done], y[done], st[done]
-        scores = np.where(st == OK, y if self.maximize else -y, np.nan)
-        finite = np.isfinite(scores)
-        worst = np.min(scores[finite]) if finite.any() else 0.0
-        scores = np.where(finite, scores, worst)  # failures look like the worst result seen
-        return X, scale_scores(scores)
-
+    # -- proposing ----------------------------------------------------------------------
     def propose(self) -> tuple[np.ndarray | None, int, float]:
         """Next configuration, the number of observations its model was fitted on, and kappa."""
-        n_ok = int((self.table.view()[2] == OK).sum())
-        while n_ok < self.settings.n_initial and self.design_used < len(self.design):
-            x = self.design[self.design_used]
-            self.design_used += 1
-            if self.space.keys(x[None])[0] not in self.seen_keys:
-                return x, 0, float("nan")
-        X, scores = self._training_data()
-        if len(X) < 2:
-            return self._random_unseen(), 0, float("nan")
-        kappa = self.schedule.kappa(self.bo_steps)
-        try:
-            model = make_surrogate(self.settings.surrogate, seed=int(self.rng.integers(2**31)))
-            model.fit(X, scores)
-            x, _ = propose(
-                self.space, model, X, scores, kappa, self.seen_keys, self.rng,
-                n_random=self.settings.n_candidates, n_local=self.settings.n_local,
-                refine_rounds=self.settings.refine_rounds,
-            )
-        except Exception:  # noqa: BLE001 - a bad fit must not kill the worker: explore instead
-            self.log.error("surrogate step failed, proposing at random:\n%s", traceback.format_exc())
-            return self._random_unseen(), 0, kappa
-        self.bo_steps += 1
-        if x is None:
-            x = self._random_unseen()
-        return x, len(X), kappa
-
-    def _random_unseen(self) -> np.ndarray | None:
-        C = self.space.sample(256, self.rng)
-        for x, key in zip(C, self.space.keys(C)):
-            if key not in self.seen_keys:
-                return x
-        return None
+        X, y, st = self.table.view()
+        p = self.proposer.propose(X, y, st, self.seen_keys)
+        return p.x, p.n_observations, p.kappa
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> WorkerReport:
         self.scan()
         seq = self._resume()
         self.log.info("worker %d starting at sequence %d, kappa0=%.3f, %d rows known",
-                      self.worker_id, seq, self.schedule.kappa0, len(self.table))
+                      self.worker_id, seq, self.proposer.schedule.kappa0, len(self.table))
         while True:
             t_step = time.time()
             self.scan()

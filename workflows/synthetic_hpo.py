@@ -13,7 +13,7 @@ import sys
 
 import adbo
 from adbo.objectives.synthetic import PROBLEMS, SyntheticObjective
-from adbo.site_configs import available_sites
+from adbo.workflow_cli import add_launch_arguments, print_site_help_if_asked, resolve_launch
 
 
 def parse_eval_time(text: str) -> tuple[float, float]:
@@ -31,45 +31,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problem", default="ackley", choices=sorted(PROBLEMS), help="test function (default: ackley)")
     p.add_argument("--dim", type=int, default=None,
                    help="dimension of ackley, levy, griewank, schwefel (default: 5; branin is 2-D, hartmann6 6-D)")
-    p.add_argument("--site", default="local", help=f"where workers run: {', '.join(available_sites())} (default: local)")
-    p.add_argument("--workers", type=int, default=4, help="number of concurrent BO workers (default: 4)")
-    p.add_argument("--max-evals", type=int, default=200, help="total evaluations across all workers (default: 200)")
-    p.add_argument("--timeout", type=float, default=None, help="per-evaluation timeout in seconds (default: none)")
-    p.add_argument("--walltime", type=float, default=None, help="stop starting evaluations after this many seconds")
     p.add_argument("--eval-time", type=parse_eval_time, default=None, metavar="MEAN,STD",
                    help="simulated evaluation time ~ N(MEAN, STD) seconds, as the paper's 60,20 (default: none)")
-    p.add_argument("--run-dir", default="runs/synthetic", help="run directory; reuse it to resume (default: runs/synthetic)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the workers' random streams (default: 0)")
     p.add_argument("--surrogate", default="extra_trees", choices=["extra_trees", "random_forest", "gp"],
                    help="surrogate model (default: extra_trees)")
-    p.add_argument("--n-initial", type=int, default=10, help="space-filling points before the surrogate is used (default: 10)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (for batch logs)")
+    p.add_argument("--n-initial", type=int, default=10,
+                   help="space-filling evaluations before the surrogate is used (default: 10)")
+    add_launch_arguments(p, run_dir_default="runs/synthetic", max_evals_default=200)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    if print_site_help_if_asked(argv):
+        return 0
     args = build_parser().parse_args(argv)
     try:
         dim = args.dim if args.dim is not None or PROBLEMS[args.problem].fixed_dim else 5
         objective = SyntheticObjective(args.problem, dim, eval_time=args.eval_time, seed=args.seed)
-    except ValueError as exc:
-        print(f"synthetic_hpo: {exc}", file=sys.stderr)
-        return 2
-    try:
+        launch_kwargs = resolve_launch(args)
+        if launch_kwargs is None:
+            return 0  # --dry-run printed the batch script
         result = adbo.launch(
             objective,
             objective.space(),
             args.run_dir,
-            site=args.site,
-            workers=args.workers,
-            max_evals=args.max_evals,
             direction="minimize",
-            eval_timeout=args.timeout,
-            walltime=args.walltime,
-            seed=args.seed,
             surrogate=args.surrogate,
             n_initial=args.n_initial,
-            progress=not args.no_progress,
+            **launch_kwargs,
         )
     except (ValueError, adbo.RunDirectoryError) as exc:
         print(f"synthetic_hpo: {exc}", file=sys.stderr)

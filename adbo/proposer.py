@@ -1,0 +1,114 @@
+"""One worker's proposal policy, independent of storage: space-filling start, then surrogate + UCB.
+
+The worker loop feeds it the arrays of every known result; benchmarks drive it the same way, so
+what they time is exactly what a worker pays per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+
+from .acquisition import ExplorationSchedule, propose, scale_scores
+from .rows import BUDGET_STATUSES, OK
+from .space import SearchSpace
+from .surrogate import make_surrogate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProposerSettings:
+    n_initial: int = 10
+    surrogate: str = "extra_trees"
+    kappa_mean: float = 1.96
+    decay_period: int = 48
+    decay_rate: float = 0.1
+    n_candidates: int = 2000
+    n_local: int = 0
+    refine_rounds: int = 0
+    max_fit_points: int = 2000
+    """Above this many results the surrogate is fitted on a subsample: the best quarter of it
+    always, the rest drawn at random. Tree fits grow like N log N; this keeps a step's cost flat
+    as a run grows to tens of thousands of results, while the region that matters stays dense."""
+
+
+@dataclass
+class Proposal:
+    x: np.ndarray | None
+    n_observations: int
+    kappa: float
+
+
+class Proposer:
+    """The next configuration for one worker, given everything it knows.
+
+    ``seed`` and ``worker`` together seed its random stream, its exploration weight kappa_0 and
+    its scrambled initial design, so workers differ from each other but each is reproducible.
+    """
+
+    def __init__(self, space: SearchSpace, maximize: bool = True, seed: int = 0, worker: int = 0,
+                 settings: ProposerSettings | None = None):
+        self.space = space
+        self.maximize = maximize
+        self.settings = settings or ProposerSettings()
+        s = self.settings
+        self.rng = np.random.default_rng([seed, worker])
+        self.schedule = ExplorationSchedule.for_worker(self.rng, s.kappa_mean, s.decay_period, s.decay_rate)
+        self.design = space.initial_design(max(s.n_initial, 1), seed=seed * 100_003 + worker)
+        self.design_used = 0
+        self.bo_steps = 0
+
+    def training_data(self, X: np.ndarray, y: np.ndarray, status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Finished results as (X, scores to maximize in [0, 1]); failures get the worst score."""
+        done = np.isin(status, BUDGET_STATUSES)
+        X, y, status = X[done], y[done], status[done]
+        scores = np.where(status == OK, y if self.maximize else -y, np.nan)
+        finite = np.isfinite(scores)
+        worst = np.min(scores[finite]) if finite.any() else 0.0
+        return X, scale_scores(np.where(finite, scores, worst))
+
+    def subsample(self, X: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        limit = self.settings.max_fit_points
+        if limit <= 0 or len(X) <= limit:
+            return X, scores
+        n_best = limit // 4
+        order = np.argsort(scores)
+        best, rest = order[-n_best:], order[:-n_best]
+        chosen = np.concatenate([best, self.rng.choice(rest, size=limit - n_best, replace=False)])
+        return X[chosen], scores[chosen]
+
+    def propose(self, X: np.ndarray, y: np.ndarray, status: np.ndarray, exclude: set[bytes]) -> Proposal:
+        """Next configuration not in ``exclude`` (keys of evaluated and in-flight configurations)."""
+        n_ok = int((status == OK).sum())
+        while n_ok < self.settings.n_initial and self.design_used < len(self.design):
+            x = self.design[self.design_used]
+            self.design_used += 1
+            if self.space.keys(x[None])[0] not in exclude:
+                return Proposal(x, 0, float("nan"))
+        X_fit, scores = self.training_data(X, y, status)
+        X_fit, scores = self.subsample(X_fit, scores)
+        if len(X_fit) < 2:
+            return Proposal(self.random_unseen(exclude), 0, float("nan"))
+        kappa = self.schedule.kappa(self.bo_steps)
+        s = self.settings
+        try:
+            model = make_surrogate(s.surrogate, seed=int(self.rng.integers(2**31)))
+            model.fit(X_fit, scores)
+            x, _ = propose(self.space, model, X_fit, scores, kappa, exclude, self.rng,
+                           n_random=s.n_candidates, n_local=s.n_local, refine_rounds=s.refine_rounds)
+        except Exception:  # noqa: BLE001 - a bad fit must not kill the worker: explore instead
+            log.error("surrogate step failed, proposing at random:\n%s", traceback.format_exc())
+            return Proposal(self.random_unseen(exclude), 0, kappa)
+        self.bo_steps += 1
+        return Proposal(x if x is not None else self.random_unseen(exclude), len(X_fit), kappa)
+
+    def random_unseen(self, exclude: set[bytes]) -> np.ndarray | None:
+        C = self.space.sample(256, self.rng)
+        for x, key in zip(C, self.space.keys(C)):
+            if key not in exclude:
+                return x
+        return None

@@ -1,0 +1,75 @@
+"""Command-line pieces every workflow script shares: where to run, how many workers, the budget.
+
+Workflows stay thin: they add their objective's own flags, then call ``launch_from_args``. Site
+flags (``--account``, ``--nodes``, ``--walltime`` ...) come from ``adbo.site_options``; each is
+also read from an ``ADBO_*`` environment variable, and ``--site NAME --help`` documents them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+from .site_configs import available_sites
+from .site_options import (
+    add_site_arguments,
+    allocation_seconds,
+    default_workers,
+    dry_run,
+    site_help_requested,
+    site_options_from_args,
+)
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser, run_dir_default: str, max_evals_default: int) -> None:
+    group = parser.add_argument_group("search")
+    group.add_argument("--site", default="local",
+                       help=f"where workers run: {', '.join(available_sites())} (default: local); "
+                            "`--site NAME --help` lists what NAME needs")
+    group.add_argument("--workers", type=int, default=None,
+                       help="concurrent BO workers (default: one per GPU of the nodes asked for on batch "
+                            "sites, 4 locally)")
+    group.add_argument("--max-evals", type=int, default=max_evals_default,
+                       help=f"total evaluations across all workers and launches (default: {max_evals_default})")
+    group.add_argument("--timeout", type=float, default=None,
+                       help="per-evaluation timeout in seconds; a timeout is a failed row (default: none)")
+    group.add_argument("--run-dir", default=run_dir_default,
+                       help=f"run directory; relaunch with the same one to resume (default: {run_dir_default})")
+    group.add_argument("--seed", type=int, default=0, help="seed of the workers' random streams (default: 0)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar (for batch logs)")
+    add_site_arguments(parser)
+
+
+def print_site_help_if_asked(argv: Sequence[str] | None) -> bool:
+    text = site_help_requested(list(sys.argv[1:] if argv is None else argv))
+    if text:
+        print(text)
+        return True
+    return False
+
+
+def resolve_launch(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Keyword arguments for ``adbo.launch`` from the parsed flags, or None after a dry run.
+
+    On batch sites ``--walltime`` is the allocation's length (workers stop before it ends, counted
+    from the job's start); on local sites it counts from now.
+    """
+    options = site_options_from_args(args.site, args)
+    workers = args.workers or default_workers(args.site, options) or 4
+    if getattr(args, "dry_run", False):
+        print(dry_run(args.site, workers, args.run_dir, **options))
+        return None
+    walltime = getattr(args, "walltime", None)
+    if allocation_seconds(args.site, options) is not None:
+        walltime = None  # the site turns it into each worker's allocation deadline
+    return {
+        "site": args.site,
+        "workers": workers,
+        "site_options": options,
+        "max_evals": args.max_evals,
+        "eval_timeout": args.timeout,
+        "walltime": walltime,
+        "seed": args.seed,
+        "progress": not args.no_progress,
+    }
