@@ -85,7 +85,7 @@ class _Monitor:
     def update(self) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            for batch in self.reader.scan_batches():
+            for batch in self.reader.scan_batches(with_text=False):
                 self.table.upsert_batch(batch)
         _, y, st = self.table.view()
         done = int(np.isin(st, BUDGET_STATUSES).sum())
@@ -127,6 +127,7 @@ def launch(
     decay_period: int = 48,
     decay_rate: float = 0.1,
     site_options: Mapping[str, Any] | None = None,
+    group_access: bool = False,
     progress: bool = True,
     startup_timeout: float = 120.0,
     poll_interval: float = 1.0,
@@ -175,7 +176,7 @@ def launch(
         seed=seed,
     )
     info = open_run(run_dir, search_space, objective_identity(objective), direction,
-                    settings={**settings.to_dict(), "workers": workers, "site": site})
+                    settings={**settings.to_dict(), "workers": workers, "site": site}, group_access=group_access)
     stop_file = Path(run_dir) / STOP_FILE
     if stop_file.exists():
         stop_file.unlink()  # a STOP left by the previous launch must not end this one at once

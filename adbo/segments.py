@@ -135,6 +135,7 @@ def read_segment(
     dim: int,
     expected_worker: int | None = None,
     wanted: Callable[[np.ndarray], np.ndarray] | None = None,
+    with_text: bool = True,
 ) -> RowBatch | None:
     """The rows of one segment that ``wanted(gens)`` selects (all by default), checked first.
 
@@ -170,7 +171,8 @@ def read_segment(
         idx = np.flatnonzero(keep)
         lo, hi = int(idx[0]), int(idx[-1]) + 1  # one contiguous slice: rows are in generation order
         x = x_ds[lo:hi]
-        text = text_ds[lo:hi]
+        # Workers fit on numbers only: skipping the text saves most of the bytes and objects.
+        text = text_ds[lo:hi] if with_text else np.full((hi - lo, len(TEXT_FIELDS)), "", dtype=object)
     keep = keep[lo:hi]
     batch = RowBatch(numeric[lo:hi][keep], x[keep], text[keep])
     if expected_worker is not None and np.any(batch.numeric["worker"] != expected_worker):

@@ -235,8 +235,8 @@ class SegmentReader:
         """Rows published since the last scan (merge them into a ``ResultTable``)."""
         return [row for batch in self.scan_batches() for row in batch.rows()]
 
-    def scan_batches(self) -> list[RowBatch]:
-        """Like ``scan``, as columns: what workers use, never decoding parameter dicts."""
+    def scan_batches(self, with_text: bool = True) -> list[RowBatch]:
+        """Like ``scan``, as columns; ``with_text=False`` (workers) skips parameters and messages."""
         batches: list[RowBatch] = []
         listed: set[str] = set()
         for bucket in self._list(self.shard_dir, top=True):
@@ -245,7 +245,7 @@ class SegmentReader:
                 listed.add(key)
                 if key in self._done or key in self.skipped:
                     continue
-                batch = self._read(bucket, name, key)
+                batch = self._read(bucket, name, key, with_text)
                 if batch is not None:
                     batches.append(batch)
                     self.rows_read += len(batch)
@@ -269,7 +269,7 @@ class SegmentReader:
                 self._skip(name, "a stray file, not an adbo shard bucket")
         return sorted(wanted) if top else wanted
 
-    def _read(self, bucket: str, name: str, key: str) -> RowBatch | None:
+    def _read(self, bucket: str, name: str, key: str, with_text: bool = True) -> RowBatch | None:
         seg = SegmentName.parse(name)
         if seg is None or bucket != bucket_name(seg.worker):
             self._skip(key, "not an adbo segment name for this directory")
@@ -284,7 +284,8 @@ class SegmentReader:
             return None
         self.opens += 1
         try:
-            batch = read_segment(self.shard_dir / bucket / name, self.run_id, self.dim, seg.worker, prog.unseen)
+            batch = read_segment(self.shard_dir / bucket / name, self.run_id, self.dim, seg.worker, prog.unseen,
+                                 with_text)
         except Exception as exc:  # noqa: BLE001 - no file, however broken, may stop a worker
             if not (self.shard_dir / bucket / name).exists():
                 # Compacted away between listing and opening (h5py reports this as several kinds

@@ -144,7 +144,7 @@ class Worker:
 
     # -- shared state ------------------------------------------------------------------
     def scan(self) -> None:
-        for batch in self.reader.scan_batches():
+        for batch in self.reader.scan_batches(with_text=False):
             if self.table.upsert_batch(batch):
                 self.seen_keys.update(self.space.keys(batch.x))
 
