@@ -36,10 +36,32 @@ def ucb(mean: np.ndarray, std: np.ndarray, kappa: float) -> np.ndarray:
     return mean + kappa * std
 
 
-def scale_scores(y: np.ndarray) -> np.ndarray:
-    """Min-max scale to [0, 1]: kappa means the same whatever the objective's units."""
+def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float, xi: float = 0.01) -> np.ndarray:
+    """Expected improvement over ``best`` (maximization); ``xi`` keeps a little exploration."""
+    from scipy.stats import norm
+
+    std = np.maximum(std, 1e-12)
+    z = (mean - best - xi) / std
+    return (mean - best - xi) * norm.cdf(z) + std * norm.pdf(z)
+
+
+def scale_scores(y: np.ndarray, mode: str = "minmax") -> np.ndarray:
+    """Scores to maximize, mapped to [0, 1] so kappa means the same whatever the units.
+
+    ``minmax-log`` (the ADBO paper's choice) takes the log of the min-max scaled distance to the
+    best score first, which spreads out the good end of the range and squeezes the bad end: the
+    surrogate then spends its splits where the optimum is.
+    """
     lo, hi = float(np.min(y)), float(np.max(y))
-    return (y - lo) / (hi - lo) if hi > lo else np.zeros_like(y)
+    if hi <= lo:
+        return np.zeros_like(y)
+    unit = (y - lo) / (hi - lo)
+    if mode == "minmax":
+        return unit
+    if mode == "minmax-log":
+        gap = np.log((1.0 - unit) + 1e-3)  # 0 at the best, log(1e-3)-ish far away
+        return (np.log(1.0 + 1e-3) - gap) / (np.log(1.0 + 1e-3) - np.log(1e-3))
+    raise ValueError(f"unknown objective scaling {mode!r}; use 'minmax' or 'minmax-log'")
 
 
 def perturb(space: SearchSpace, centres: np.ndarray, scale: float, n_per_centre: int, rng: np.random.Generator) -> np.ndarray:
@@ -77,6 +99,7 @@ def propose(
     n_random: int = 2000,
     n_local: int = 0,
     refine_rounds: int = 0,
+    acquisition: str = "ucb",
 ) -> tuple[np.ndarray | None, float]:
     """Best unseen candidate by UCB over random plus local candidates, with local refinement.
 
@@ -88,14 +111,24 @@ def propose(
         top = np.argsort(scores)[::-1][: max(1, min(10, len(scores)))]
         candidates.append(perturb(space, X_obs[top], 0.1, max(1, n_local // len(top)), rng))
     C = np.vstack(candidates)
+    if acquisition == "ucb":
+        def score(m: np.ndarray, s: np.ndarray) -> np.ndarray:
+            return ucb(m, s, kappa)
+    elif acquisition == "ei":
+        best_seen = float(np.max(scores)) if len(scores) else 0.0
+
+        def score(m: np.ndarray, s: np.ndarray) -> np.ndarray:
+            return expected_improvement(m, s, best_seen)
+    else:
+        raise ValueError(f"unknown acquisition {acquisition!r}; use 'ucb' or 'ei'")
     mean, std = model.predict(C, return_std=True)
-    acq = ucb(mean, std, kappa)
+    acq = score(mean, std)
     for r in range(refine_rounds):
         best = np.argsort(acq)[::-1][:10]
         local = perturb(space, C[best], 0.05 / (r + 1), 50, rng)
         m, s = model.predict(local, return_std=True)
         C = np.vstack([C, local])
-        acq = np.concatenate([acq, ucb(m, s, kappa)])
+        acq = np.concatenate([acq, score(m, s)])
     order = np.argsort(acq)[::-1]
     keys = space.keys(C[order[:256]])
     for rank, key in enumerate(keys):

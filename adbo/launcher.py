@@ -11,7 +11,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,6 +24,7 @@ from .evaluation import Objective, objective_identity, resolve_objective
 from .results import BUDGET_STATUSES, summarize
 from .space import SearchSpace
 from .storage import FAILED, OK, STOP_FILE, TIMEOUT, ResultTable, SegmentReader, open_run
+from .proposer import Proposer, ProposerSettings
 from .worker import WorkerSettings
 
 
@@ -126,6 +127,7 @@ def launch(
     kappa_mean: float = 1.96,
     decay_period: int = 48,
     decay_rate: float = 0.1,
+    proposer_options: Mapping[str, Any] | None = None,
     site_options: Mapping[str, Any] | None = None,
     group_access: bool = False,
     progress: bool = True,
@@ -175,6 +177,11 @@ def launch(
         decay_rate=decay_rate,
         seed=seed,
     )
+    for key, value in dict(proposer_options or {}).items():
+        if key not in {f.name for f in fields(ProposerSettings)}:
+            raise ValueError(f"unknown proposer option {key!r}; known: {sorted(f.name for f in fields(ProposerSettings))}")
+        setattr(settings, key, value)
+    Proposer(search_space, settings=settings.proposer_settings())  # bad options fail before anything starts
     info = open_run(run_dir, search_space, objective_identity(objective), direction,
                     settings={**settings.to_dict(), "workers": workers, "site": site}, group_access=group_access)
     stop_file = Path(run_dir) / STOP_FILE

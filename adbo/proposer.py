@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .acquisition import ExplorationSchedule, propose, scale_scores
-from .rows import BUDGET_STATUSES, OK
+from .rows import BUDGET_STATUSES, IN_FLIGHT, OK
 from .space import SearchSpace
 from .surrogate import make_surrogate
 
@@ -30,6 +30,13 @@ class ProposerSettings:
     n_candidates: int = 2000
     n_local: int = 0
     refine_rounds: int = 0
+    acquisition: str = "ucb"
+    """``ucb`` (mean + kappa std, with the per-worker kappa schedule) or ``ei`` (expected improvement)."""
+    scaling: str = "minmax"
+    """Objective scaling before fitting: ``minmax`` or ``minmax-log`` (the ADBO paper's)."""
+    liar: str = "none"
+    """How configurations in flight anywhere enter the fit: ``none``, or a constant lie of the
+    ``mean``/``min``/``max`` score seen, so workers started together spread out."""
     max_fit_points: int = 2000
     """Above this many results the surrogate is fitted on a subsample: the best quarter of it
     always, the rest drawn at random. Tree fits grow like N log N; this keeps a step's cost flat
@@ -61,15 +68,29 @@ class Proposer:
         self.design = space.initial_design(max(s.n_initial, 1), seed=seed * 100_003 + worker)
         self.design_used = 0
         self.bo_steps = 0
+        if s.liar not in ("none", "mean", "min", "max"):
+            raise ValueError(f"unknown liar {s.liar!r}; use 'none', 'mean', 'min' or 'max'")
+        scale_scores(np.array([0.0, 1.0]), s.scaling)  # an unknown scaling fails here, not mid-run
+        if s.acquisition not in ("ucb", "ei"):
+            raise ValueError(f"unknown acquisition {s.acquisition!r}; use 'ucb' or 'ei'")
 
     def training_data(self, X: np.ndarray, y: np.ndarray, status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Finished results as (X, scores to maximize in [0, 1]); failures get the worst score."""
+        """Finished results as (X, scores to maximize in [0, 1]); failures get the worst score.
+
+        With a liar, configurations in flight are added with the lie as their score.
+        """
         done = np.isin(status, BUDGET_STATUSES)
+        pending = X[status == IN_FLIGHT] if self.settings.liar != "none" else X[:0]
         X, y, status = X[done], y[done], status[done]
         scores = np.where(status == OK, y if self.maximize else -y, np.nan)
         finite = np.isfinite(scores)
         worst = np.min(scores[finite]) if finite.any() else 0.0
-        return X, scale_scores(np.where(finite, scores, worst))
+        scaled = scale_scores(np.where(finite, scores, worst), self.settings.scaling)
+        if len(pending) and len(scaled):
+            lie = {"mean": np.mean, "min": np.min, "max": np.max}[self.settings.liar](scaled)
+            X = np.vstack([X, pending])
+            scaled = np.concatenate([scaled, np.full(len(pending), lie)])
+        return X, scaled
 
     def subsample(self, X: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         limit = self.settings.max_fit_points
@@ -99,7 +120,8 @@ class Proposer:
             model = make_surrogate(s.surrogate, seed=int(self.rng.integers(2**31)))
             model.fit(X_fit, scores)
             x, _ = propose(self.space, model, X_fit, scores, kappa, exclude, self.rng,
-                           n_random=s.n_candidates, n_local=s.n_local, refine_rounds=s.refine_rounds)
+                           n_random=s.n_candidates, n_local=s.n_local, refine_rounds=s.refine_rounds,
+                           acquisition=s.acquisition)
         except Exception:  # noqa: BLE001 - a bad fit must not kill the worker: explore instead
             log.error("surrogate step failed, proposing at random:\n%s", traceback.format_exc())
             return Proposal(self.random_unseen(exclude), 0, kappa)

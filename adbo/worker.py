@@ -70,6 +70,12 @@ class WorkerSettings:
     """Rounds of local refinement around the best-scoring candidates."""
     max_fit_points: int = 2000
     """Results the surrogate is fitted on at most (the best quarter always kept, the rest sampled)."""
+    acquisition: str = "ucb"
+    """``ucb`` or ``ei``."""
+    scaling: str = "minmax"
+    """``minmax`` or ``minmax-log``."""
+    liar: str = "none"
+    """``none``, ``mean``, ``min`` or ``max``: how in-flight configurations enter the fit."""
     seed: int = 0
     max_worker_evals: int | None = None
     """Optional cap on this worker's own evaluations (mostly for tests and debugging)."""

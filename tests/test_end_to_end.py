@@ -124,3 +124,19 @@ def test_unknown_site_lists_the_known_ones(tmp_path):
     with pytest.raises(ValueError, match="unknown site 'summit'; known sites: .*local, local-threads"):
         adbo.launch(objective, objective.space(), str(tmp_path / "r"), site="summit", workers=1, max_evals=2, progress=False)
     assert not (tmp_path / "r").exists(), "nothing is created for a launch that cannot start"
+
+
+def test_proposer_options_reach_the_workers_and_bad_ones_fail_early(tmp_path):
+    objective = SyntheticObjective("branin")
+    with pytest.raises(ValueError, match="unknown proposer option"):
+        adbo.launch(objective, objective.space(), str(tmp_path / "bad"), site="local-threads", workers=1,
+                    max_evals=2, proposer_options={"kappa": 3}, progress=False)
+    with pytest.raises(ValueError, match="unknown liar"):
+        adbo.launch(objective, objective.space(), str(tmp_path / "bad"), site="local-threads", workers=1,
+                    max_evals=2, proposer_options={"liar": "sometimes"}, progress=False)
+    assert not (tmp_path / "bad").exists()
+    result = adbo.launch(objective, objective.space(), str(tmp_path / "ok"), site="local-threads", workers=2,
+                         max_evals=24, direction="minimize", progress=False,
+                         proposer_options={"acquisition": "ei", "scaling": "minmax-log", "liar": "mean"})
+    assert not result.worker_errors and result.summary["evaluations"] >= 24
+    assert read_run_info(str(tmp_path / "ok")).settings["liar"] == "mean"

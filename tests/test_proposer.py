@@ -1,0 +1,95 @@
+"""The proposal policy on its own: acquisitions, scalings, the liar, subsampling, exclusions."""
+
+import numpy as np
+import pytest
+
+from adbo.acquisition import expected_improvement, scale_scores
+from adbo.proposer import Proposer, ProposerSettings
+from adbo.rows import FAILED, IN_FLIGHT, OK
+from adbo.space import SearchSpace
+
+SPACE = SearchSpace({"x": (0.0, 1.0), "y": (0.0, 1.0)})
+
+
+def history(n, rng):
+    X = SPACE.sample(n, rng)
+    y = -((X[:, 0] - 0.7) ** 2 + (X[:, 1] - 0.2) ** 2)  # maximum at (0.7, 0.2)
+    return X, y, np.full(n, OK, dtype=np.int8)
+
+
+def test_scalings_keep_order_and_range():
+    y = np.array([3.0, -1.0, 0.5, 10.0])
+    for mode in ("minmax", "minmax-log"):
+        s = scale_scores(y, mode)
+        assert s.min() == pytest.approx(0.0) and s.max() == pytest.approx(1.0)
+        assert list(np.argsort(s)) == list(np.argsort(y))
+    # The log scaling spreads the good end: the runner-up is further from the best.
+    lin, log = scale_scores(y, "minmax"), scale_scores(y, "minmax-log")
+    assert (1 - log[0]) > (1 - lin[0])
+    with pytest.raises(ValueError, match="unknown objective scaling"):
+        scale_scores(y, "rank")
+
+
+def test_expected_improvement_prefers_high_mean_and_high_uncertainty():
+    ei = expected_improvement(np.array([0.5, 0.9, 0.5]), np.array([0.01, 0.01, 0.5]), best=0.8)
+    assert ei[1] > ei[0] and ei[2] > ei[0]
+
+
+@pytest.mark.parametrize("settings", [
+    ProposerSettings(), ProposerSettings(acquisition="ei"), ProposerSettings(scaling="minmax-log"),
+    ProposerSettings(liar="mean"), ProposerSettings(n_local=200, refine_rounds=2),
+    ProposerSettings(surrogate="random_forest"),
+])
+def test_every_variant_proposes_near_the_optimum(settings):
+    rng = np.random.default_rng(0)
+    X, y, st = history(300, rng)
+    p = Proposer(SPACE, maximize=True, seed=1, settings=settings)
+    p.design_used = len(p.design)
+    prop = p.propose(X, y, st, set(SPACE.keys(X)))
+    assert prop.n_observations == 300
+    assert abs(prop.x[0] - 0.7) < 0.25 and abs(prop.x[1] - 0.2) < 0.25
+
+
+def test_failures_count_as_the_worst_and_pending_rows_only_with_a_liar():
+    rng = np.random.default_rng(1)
+    X, y, st = history(50, rng)
+    st[:5] = FAILED
+    y[:5] = np.nan
+    st[5:8] = IN_FLIGHT
+    plain = Proposer(SPACE, settings=ProposerSettings())
+    Xf, s = plain.training_data(X, y, st)
+    assert len(Xf) == 47 and np.all(s[:5] == 0.0)
+    liar = Proposer(SPACE, settings=ProposerSettings(liar="max"))
+    Xl, sl = liar.training_data(X, y, st)
+    assert len(Xl) == 50 and np.all(sl[-3:] == 1.0)
+
+
+def test_subsampling_keeps_the_best_and_caps_the_fit():
+    rng = np.random.default_rng(2)
+    X, y, st = history(5000, rng)
+    p = Proposer(SPACE, settings=ProposerSettings(max_fit_points=400))
+    Xf, s = p.training_data(X, y, st)
+    Xs, ss = p.subsample(Xf, s)
+    assert len(Xs) == 400
+    best100 = set(np.argsort(s)[-100:])
+    kept = {int(np.flatnonzero((Xf == row).all(axis=1))[0]) for row in Xs}
+    assert best100 <= kept
+
+
+def test_never_proposes_an_excluded_configuration():
+    small = SearchSpace({"k": (1, 4), "c": ["a", "b"]})  # 8 configurations
+    X = small.sample(200, np.random.default_rng(3))
+    X = np.unique(X, axis=0)[:7]
+    y = np.arange(7, dtype=float)
+    p = Proposer(small, settings=ProposerSettings(n_initial=1))
+    prop = p.propose(X, y, np.full(7, OK, dtype=np.int8), set(small.keys(X)))
+    assert small.keys(prop.x[None])[0] not in set(small.keys(X))
+    everything = set(small.keys(small.sample(500, np.random.default_rng(4))))
+    assert len(everything) == 8
+    assert p.random_unseen(everything) is None
+
+
+def test_bad_options_are_refused():
+    for bad in (dict(liar="sometimes"), dict(scaling="rank"), dict(acquisition="pi")):
+        with pytest.raises(ValueError, match="unknown"):
+            Proposer(SPACE, settings=ProposerSettings(**bad))
