@@ -22,14 +22,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ProposerSettings:
+    """How a worker proposes; every field can be set through ``adbo.launch(proposer_options=...)``."""
+
     n_initial: int = 10
+    """Results needed (across all workers) before the surrogate replaces the space-filling design."""
     surrogate: str = "extra_trees"
     kappa_mean: float = 1.96
     decay_period: int = 48
     decay_rate: float = 0.1
     n_candidates: int = 2000
+    """Uniform random candidates scored by the acquisition at each step."""
     n_local: int = 0
+    """Extra candidates from local moves around the best results (0: none, the measured best on
+    multimodal problems so far; local moves over-exploit there)."""
     refine_rounds: int = 0
+    """Rounds of local refinement around the best-scoring candidates."""
     acquisition: str = "ucb"
     """``ucb`` (mean + kappa std, with the per-worker kappa schedule) or ``ei`` (expected improvement)."""
     scaling: str = "minmax"

@@ -42,8 +42,12 @@ from .storage import (
 
 
 @dataclass
-class WorkerSettings:
-    """Everything a worker needs besides its id and objective; stored in run.json as-is."""
+class WorkerSettings(ProposerSettings):
+    """Everything a worker needs besides its id and objective; stored in run.json as-is.
+
+    The proposal policy's fields (surrogate, acquisition, exploration schedule, candidates) are
+    inherited from ``ProposerSettings``; these are the loop's own.
+    """
 
     max_evals: int | None = 100
     """Stop starting evaluations once this many (ok, failed or timed out) exist across all shards."""
@@ -55,27 +59,6 @@ class WorkerSettings:
     """Seconds kept in hand before a deadline (to publish rows and exit cleanly)."""
     eval_timeout: float | None = None
     """Seconds before an evaluation is recorded as a timeout."""
-    n_initial: int = 10
-    """Results needed (across all workers) before the surrogate replaces the space-filling design."""
-    surrogate: str = "extra_trees"
-    kappa_mean: float = 1.96
-    decay_period: int = 48
-    decay_rate: float = 0.1
-    n_candidates: int = 2000
-    """Uniform random candidates scored by the acquisition at each step."""
-    n_local: int = 0
-    """Extra candidates from local moves around the best results (0: none, the measured best on
-    multimodal problems so far; local moves over-exploit there)."""
-    refine_rounds: int = 0
-    """Rounds of local refinement around the best-scoring candidates."""
-    max_fit_points: int = 2000
-    """Results the surrogate is fitted on at most (the best quarter always kept, the rest sampled)."""
-    acquisition: str = "ucb"
-    """``ucb`` or ``ei``."""
-    scaling: str = "minmax"
-    """``minmax`` or ``minmax-log``."""
-    liar: str = "none"
-    """``none``, ``mean``, ``min`` or ``max``: how in-flight configurations enter the fit."""
     seed: int = 0
     max_worker_evals: int | None = None
     """Optional cap on this worker's own evaluations (mostly for tests and debugging)."""

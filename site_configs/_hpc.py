@@ -401,3 +401,17 @@ def slots_from(gpus_per_node: int, workers_per_node: int | None) -> int:
         return int(workers_per_node)
     return gpus_per_node if gpus_per_node > 0 else 1
 
+
+
+def generic_plan(site: str, workers: int, *, nodes: int | None = None, nodes_per_block: int | None = None,
+                 walltime: "str | int | float" = "1:00:00", gpus_per_node: int = 0,
+                 workers_per_node: int | None = None, queue: str | None = None) -> "BatchPlan":
+    """Nodes, blocks and slots for ``workers`` on a cluster whose queue limits adbo does not know."""
+    gpus = checked_int(site, "gpus_per_node", gpus_per_node, minimum=0)
+    slots = slots_from(gpus, None if workers_per_node is None else checked_int(site, "workers_per_node", workers_per_node))
+    if gpus and slots > gpus:
+        raise ValueError(f"{site}: {slots} workers per node cannot each have one of {gpus} GPUs; "
+                         f"lower --workers-per-node or raise --gpus-per-node")
+    total = nodes_for(workers, slots, None if nodes is None else checked_int(site, "nodes", nodes), site)
+    npb = None if nodes_per_block is None else checked_int(site, "nodes_per_block", nodes_per_block)
+    return plan_blocks(site, {}, queue, total, npb, parse_walltime(walltime), slots)

@@ -15,6 +15,7 @@ from parsl.launchers.base import Launcher
 from parsl.providers import PBSProProvider
 
 from ._hpc import (
+    generic_plan,
     BatchPlan,
     allocation_from,
     batch_config,
@@ -22,10 +23,7 @@ from ._hpc import (
     checked_int,
     compose_worker_init,
     format_walltime,
-    nodes_for,
     option,
-    parse_walltime,
-    plan_blocks,
     resolve_address,
     slots_from,
 )
@@ -59,14 +57,8 @@ EXAMPLE = "--site pbs --queue workq --nodes 4 --gpus-per-node 4 --interface ib0 
 def plan(workers: int, *, nodes: int | None = None, nodes_per_block: int | None = None, walltime: "str | int | float" = "1:00:00",
          gpus_per_node: int = 0, workers_per_node: int | None = None, queue: str | None = None, **_: Any) -> BatchPlan:
     """Nodes, blocks and slots for ``workers``; no queue limits are known for a generic site."""
-    gpus = checked_int("pbs", "gpus_per_node", gpus_per_node, minimum=0)
-    slots = slots_from(gpus, None if workers_per_node is None else checked_int("pbs", "workers_per_node", workers_per_node))
-    if gpus and slots > gpus:
-        raise ValueError(f"pbs: {slots} workers per node cannot each have one of {gpus} GPUs; "
-                         f"lower --workers-per-node or raise --gpus-per-node")
-    total = nodes_for(workers, slots, None if nodes is None else checked_int("pbs", "nodes", nodes), "pbs")
-    npb = None if nodes_per_block is None else checked_int("pbs", "nodes_per_block", nodes_per_block)
-    return plan_blocks("pbs", {}, queue, total, npb, parse_walltime(walltime), slots)
+    return generic_plan("pbs", workers, nodes=nodes, nodes_per_block=nodes_per_block, walltime=walltime,
+                        gpus_per_node=gpus_per_node, workers_per_node=workers_per_node, queue=queue)
 
 
 def make_config(
