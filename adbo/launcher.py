@@ -128,6 +128,7 @@ def launch(
     decay_period: int = 48,
     decay_rate: float = 0.1,
     proposer_options: Mapping[str, Any] | None = None,
+    overlap: bool = False,
     site_options: Mapping[str, Any] | None = None,
     group_access: bool = False,
     progress: bool = True,
@@ -176,6 +177,7 @@ def launch(
         decay_period=decay_period,
         decay_rate=decay_rate,
         seed=seed,
+        overlap=overlap,
     )
     for key, value in dict(proposer_options or {}).items():
         if key not in {f.name for f in fields(ProposerSettings)}:

@@ -44,7 +44,7 @@ class ProposerSettings:
     liar: str = "none"
     """How configurations in flight anywhere enter the fit: ``none``, or a constant lie of the
     ``mean``/``min``/``max`` score seen, so workers started together spread out."""
-    max_fit_points: int = 2000
+    max_fit_points: int = 1000
     """Above this many results the surrogate is fitted on a subsample: the best quarter of it
     always, the rest drawn at random. Tree fits grow like N log N; this keeps a step's cost flat
     as a run grows to tens of thousands of results, while the region that matters stays dense."""

@@ -13,6 +13,7 @@ import math
 import os
 import socket
 import statistics
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -60,6 +61,9 @@ class WorkerSettings(ProposerSettings):
     eval_timeout: float | None = None
     """Seconds before an evaluation is recorded as a timeout."""
     seed: int = 0
+    overlap: bool = False
+    """Compute the next proposal in a background thread while the objective runs, so the BO step
+    leaves the critical path; the proposal then misses results that arrived meanwhile."""
     max_worker_evals: int | None = None
     """Optional cap on this worker's own evaluations (mostly for tests and debugging)."""
 
@@ -68,6 +72,19 @@ class WorkerSettings(ProposerSettings):
 
     def proposer_settings(self) -> ProposerSettings:
         return ProposerSettings(**{f.name: getattr(self, f.name) for f in fields(ProposerSettings)})
+
+
+class _Ahead:
+    """A proposal being computed in the background, and how many results it knew of."""
+
+    def __init__(self, finals_at_start: int):
+        self.finals_at_start = finals_at_start
+        self.result: Any = None
+        self.thread: threading.Thread | None = None
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
 
 
 @dataclass
@@ -114,6 +131,8 @@ class Worker:
         self.report = WorkerReport(self.worker_id)
         self.durations: list[float] = []
         self.deadline = self._deadline(time.time())
+        self._ahead: _Ahead | None = None
+        self._stale = 0
 
     def _deadline(self, started: float) -> float | None:
         """The earliest of the launch's deadline and this worker's allocation end, less the margin.
@@ -180,9 +199,38 @@ class Worker:
     # -- proposing ----------------------------------------------------------------------
     def propose(self) -> tuple[np.ndarray | None, int, float]:
         """Next configuration, the number of observations its model was fitted on, and kappa."""
+        ahead = self._ahead
+        self._ahead = None
+        if ahead is not None:
+            ahead.join()
+            p = ahead.result
+            if p is not None and p.x is not None and self.space.keys(p.x[None])[0] not in self.seen_keys:
+                self._stale = self.table.n_final - ahead.finals_at_start
+                return p.x, p.n_observations, p.kappa
+        self._stale = 0
         X, y, st = self.table.view()
         p = self.proposer.propose(X, y, st, self.seen_keys)
         return p.x, p.n_observations, p.kappa
+
+    def _propose_ahead(self) -> None:
+        """Start computing the next proposal while the objective runs (``overlap``).
+
+        It works on copies of what is known now, so the main thread may go on; results that
+        arrive meanwhile are missing from it, and the row records how many (``stale_results``).
+        """
+        X, y, st = (a.copy() for a in self.table.view())
+        exclude = set(self.seen_keys)
+        job = _Ahead(self.table.n_final)
+
+        def work() -> None:
+            try:
+                job.result = self.proposer.propose(X, y, st, exclude)
+            except Exception:  # noqa: BLE001 - fall back to proposing in the loop
+                self.log.exception("proposing ahead failed")
+
+        job.thread = threading.Thread(target=work, name="adbo-propose-ahead", daemon=True)
+        job.thread.start()
+        self._ahead = job
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> WorkerReport:
@@ -209,9 +257,13 @@ class Worker:
                 eval_id=f"{self.info.run_id[:8]}-w{self.worker_id}-s{seq}",
                 metadata={"kappa": kappa} if math.isfinite(kappa) else {},
             )
+            if self.settings.overlap:
+                pending.metadata["stale_results"] = self._stale
             self.writer.append([pending])
             self.table.upsert([pending])
             self.seen_keys.add(self.space.keys(x[None])[0])
+            if self.settings.overlap:
+                self._propose_ahead()
             t_start = time.time()
             timeout = self.settings.eval_timeout
             cut_by_deadline = False

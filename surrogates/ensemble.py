@@ -59,7 +59,7 @@ class EnsembleSurrogate:
         return mean, np.sqrt(np.clip(var, 0.0, None))
 
 
-def extra_trees(seed: int, n_estimators: int = 32, min_samples_leaf: int = 1) -> EnsembleSurrogate:
+def extra_trees(seed: int, n_estimators: int = 16, min_samples_leaf: int = 1) -> EnsembleSurrogate:
     return EnsembleSurrogate(
         ExtraTreesRegressor(
             n_estimators=n_estimators,
@@ -72,7 +72,7 @@ def extra_trees(seed: int, n_estimators: int = 32, min_samples_leaf: int = 1) ->
     )
 
 
-def random_forest(seed: int, n_estimators: int = 32, min_samples_leaf: int = 1) -> EnsembleSurrogate:
+def random_forest(seed: int, n_estimators: int = 16, min_samples_leaf: int = 1) -> EnsembleSurrogate:
     return EnsembleSurrogate(
         RandomForestRegressor(
             n_estimators=n_estimators,

@@ -140,3 +140,18 @@ def test_proposer_options_reach_the_workers_and_bad_ones_fail_early(tmp_path):
                          proposer_options={"acquisition": "ei", "scaling": "minmax-log", "liar": "mean"})
     assert not result.worker_errors and result.summary["evaluations"] >= 24
     assert read_run_info(str(tmp_path / "ok")).settings["liar"] == "mean"
+
+
+def test_overlap_proposes_while_evaluating_and_records_staleness(tmp_path):
+    objective = SyntheticObjective("branin", eval_time=(0.1, 0.0))
+    run_dir = str(tmp_path / "overlap")
+    result = adbo.launch(objective, objective.space(), run_dir, site="local-threads", workers=3, max_evals=30,
+                         direction="minimize", overlap=True, n_initial=6, progress=False)
+    assert not result.worker_errors
+    df = adbo.load_results(run_dir)
+    assert df.status.eq("ok").sum() >= 30 and not df.duplicated(["worker", "seq"]).any()
+    later = df[df.n_observations > 0]
+    assert len(later) >= 10
+    # With peers finishing while a proposal is being computed, some proposals missed results.
+    assert (df.metadata_stale_results >= 0).all() and (df.metadata_stale_results > 0).any()
+    assert not df[[c for c in df.columns if c.startswith("params_")]].duplicated().any()
