@@ -25,6 +25,7 @@ from .results import BUDGET_STATUSES, summarize
 from .space import SearchSpace
 from .storage import FAILED, OK, STOP_FILE, TIMEOUT, ResultTable, SegmentReader, open_run
 from .proposer import Proposer, ProposerSettings
+from .surrogate import make_surrogate
 from .worker import WorkerSettings
 
 
@@ -158,7 +159,7 @@ def launch(
         raise ValueError(f"the evaluation timeout must be positive, got {eval_timeout}")
     resolve_objective(objective)  # fail here, not in N workers, if it cannot be imported
     search_space = space if isinstance(space, SearchSpace) else SearchSpace(space)
-    make_surrogate_check(surrogate)
+    make_surrogate(surrogate, seed=0)  # an unknown name fails here with the list of known ones
     run_dir = os.path.abspath(os.fspath(run_dir))
     site_module = load_site(site)  # an unknown site or bad options fail before anything is created
     options = dict(site_options or {})
@@ -234,13 +235,6 @@ def launch(
         parsl.clear()
     summary = summarize(run_dir)
     return RunSummary(run_dir, summary, reports, errors)
-
-
-def make_surrogate_check(surrogate: str) -> None:
-    from .surrogates import REGISTRY
-
-    if surrogate not in REGISTRY:
-        raise ValueError(f"unknown surrogate {surrogate!r}; choose one of {sorted(REGISTRY)}")
 
 
 def format_summary(result: RunSummary) -> str:

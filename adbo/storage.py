@@ -349,62 +349,51 @@ class ResultTable:
         self.seq = grown(self.seq, (cap,))
         self._cap = cap
 
+    def _place(self, worker: int, seq: int, status: int, x: np.ndarray, objective: float) -> int | None:
+        """Store one row's numbers; its index if it changed the table, None if it was stale."""
+        i = self.index.get((worker, seq))
+        if i is None:
+            i = self._n
+            self._grow(i + 1)
+            self._n += 1
+            self.index[(worker, seq)] = i
+        elif not (self.status[i] == IN_FLIGHT and status != IN_FLIGHT):
+            return None
+        self.X[i] = x
+        self.y[i] = objective
+        self.status[i] = status
+        self.worker[i] = worker
+        self.seq[i] = seq
+        if status != IN_FLIGHT:
+            self.n_final += 1
+        return i
+
     def upsert(self, rows: Iterable[EvalRow]) -> list[EvalRow]:
         """Merge rows; returns those that changed the table (new, or in flight -> final)."""
         changed = []
         for r in rows:
-            key = (r.worker, r.seq)
-            i = self.index.get(key)
+            i = self._place(r.worker, r.seq, r.status, r.x, r.objective)
             if i is None:
-                i = self._n
-                self._grow(i + 1)
-                self._n += 1
-                self.index[key] = i
-                if self.keep_rows:
-                    self.rows.append(r)
-            elif self.status[i] == IN_FLIGHT and r.status != IN_FLIGHT:
-                if self.keep_rows:
-                    self.rows[i] = r
-            else:
                 continue
-            self.X[i] = r.x
-            self.y[i] = r.objective
-            self.status[i] = r.status
-            self.worker[i] = r.worker
-            self.seq[i] = r.seq
-            if r.status != IN_FLIGHT:
-                self.n_final += 1
+            if self.keep_rows:
+                if i == len(self.rows):
+                    self.rows.append(r)
+                else:
+                    self.rows[i] = r
             changed.append(r)
         return changed
 
     def upsert_batch(self, batch: RowBatch) -> int:
         """Merge a batch of columns (no parameter dicts decoded); returns how many rows changed.
 
-        Only for tables without full rows: reports need ``upsert`` with decoded rows.
+        Tables that keep full rows decode the batch and go through ``upsert``.
         """
         if self.keep_rows:
             return len(self.upsert(batch.rows()))
         num = batch.numeric
-        workers, seqs, statuses = num["worker"].tolist(), num["seq"].tolist(), num["status"].tolist()
-        changed = 0
-        for j, (w, q, st) in enumerate(zip(workers, seqs, statuses)):
-            i = self.index.get((w, q))
-            if i is None:
-                i = self._n
-                self._grow(i + 1)
-                self._n += 1
-                self.index[(w, q)] = i
-            elif not (self.status[i] == IN_FLIGHT and st != IN_FLIGHT):
-                continue
-            self.X[i] = batch.x[j]
-            self.y[i] = num["objective"][j]
-            self.status[i] = st
-            self.worker[i] = w
-            self.seq[i] = q
-            if st != IN_FLIGHT:
-                self.n_final += 1
-            changed += 1
-        return changed
+        columns = zip(num["worker"].tolist(), num["seq"].tolist(), num["status"].tolist(), batch.x,
+                      num["objective"].tolist())
+        return sum(self._place(w, q, st, x, obj) is not None for w, q, st, x, obj in columns)
 
     def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = self._n
