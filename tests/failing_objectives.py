@@ -28,3 +28,21 @@ def slow_on_high_a(params):
     """Quick on most of the space, far too slow where a >= 0.7 (to be cut by a deadline)."""
     time.sleep(0.2 if params["a"] < 0.7 else 5.0)
     return (params["a"] - 0.3) ** 2
+
+
+def quadratic_after_peers(params):
+    """``quadratic``, but the first call waits until ``ADBO_TEST_PEERS`` processes have called.
+
+    Fast objectives let the first worker to start use a whole small budget before its peers have
+    imported anything; a test that needs every worker to evaluate waits for them here (60 s at most).
+    """
+    import os
+    from pathlib import Path
+
+    barrier = Path(os.environ["ADBO_TEST_BARRIER"])
+    barrier.mkdir(parents=True, exist_ok=True)
+    (barrier / str(os.getpid())).touch()
+    give_up = time.monotonic() + 60.0
+    while len(list(barrier.iterdir())) < int(os.environ["ADBO_TEST_PEERS"]) and time.monotonic() < give_up:
+        time.sleep(0.05)
+    return quadratic(params)

@@ -104,20 +104,22 @@ def test_dry_run_and_allocation_of_the_globus_site(tmp_path):
     assert allocation_seconds("globus-compute", {}) is None
 
 
-def test_a_search_through_the_globus_compute_site_completes_offline(tmp_path, offline_endpoint):
-    objective = SyntheticObjective("ackley", 3)
+def test_a_search_through_the_globus_compute_site_completes_offline(tmp_path, offline_endpoint, monkeypatch):
+    # Every worker must evaluate: the objective holds each process until both have started.
+    monkeypatch.setenv("ADBO_TEST_BARRIER", str(tmp_path / "barrier"))
+    monkeypatch.setenv("ADBO_TEST_PEERS", "2")
     run_dir = str(tmp_path / "run")
-    result = adbo.launch(objective, objective.space(), run_dir, site="globus-compute",
-                         site_options={"executor": offline_endpoint}, workers=2, max_evals=8,
+    result = adbo.launch("failing_objectives:quadratic_after_peers", {"a": (0.0, 1.0), "b": (0.0, 1.0)}, run_dir,
+                         site="globus-compute", site_options={"executor": offline_endpoint}, workers=2, max_evals=8,
                          direction="minimize", n_initial=4, seed=1, progress=False, poll_interval=0.2)
     assert not result.worker_errors
     assert result.summary["evaluations"] >= 8
     assert len(offline_endpoint.payloads) == 2, "one task per worker, each through the SDK serializer"
     assert len(offline_endpoint.pids) == 2 and os.getpid() not in offline_endpoint.pids
+    assert len(list((tmp_path / "barrier").iterdir())) == 2, "the objective ran in both endpoint processes"
     frame = adbo.load_results(run_dir)
     assert set(frame.worker) == {0, 1}
     assert not frame.duplicated(["worker", "seq"]).any()
-
 
 
 def test_polaris_endpoint_template_gives_one_worker_per_gpu_and_takes_adbo_variables():
