@@ -1,0 +1,368 @@
+#!/usr/bin/env python
+"""Search quality at equal numbers of evaluations: adbo against DeepHyper CBO, Optuna TPE and random.
+
+Every search runs in *virtual time* on the real proposal code of each package. Each evaluation of
+the test function is instantaneous in reality but is given a simulated duration drawn from
+N(mean, std) (default N(10 s, 3 s), clipped at 0.1 s), and each worker's BO step adds the wall time
+it really took on this machine. Workers finish out of order, so every asynchronous method always
+has peers' work in flight, exactly as on a cluster whose nodes each run one worker. Time on a
+shared 2-core machine would otherwise be measured under contention no cluster node has.
+
+How each method runs with W workers (W = 1 is the sequential setting):
+
+* ``adbo``: W ``adbo.proposer.Proposer`` objects (what each worker process runs) over one shared
+  history that contains finished and in-flight configurations, as the run directory does.
+* ``deephyper_cbo``: DeepHyper's decentralized mode, one ``deephyper.hpo.CBO`` (defaults) per
+  worker; before each ask a worker's CBO is told every result that finished since its last ask,
+  which is what its search reads from a shared ``SharedMemoryStorage``.
+* ``optuna_tpe``: one Optuna study with ``TPESampler()`` defaults, asked and told by all W workers,
+  which is what W processes sharing one ``JournalFileBackend`` see (running trials included).
+* ``random``: uniform sampling of the space.
+
+Every run is cached as a JSON file (``--cache``), so slow anchors can run in a background process
+with ``--methods deephyper_cbo`` and the report is assembled from whatever is cached. ``adbo``
+variants are named ``adbo:option=value:...`` (any ``ProposerSettings`` field), which is how the
+defaults were chosen. Prints (and with ``--json`` writes) medians and quartiles of the simple
+regret (best value found minus the known optimum), the per-problem verdicts, and the 1 -> W
+time-to-target speed-up; ``--plots DIR`` writes convergence figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import platform
+import re
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from adbo.objectives.synthetic import SyntheticObjective  # noqa: E402
+from adbo.proposer import Proposer, ProposerSettings  # noqa: E402
+from adbo.rows import IN_FLIGHT, OK  # noqa: E402
+from adbo.space import SearchSpace  # noqa: E402
+
+PROBLEMS: dict[str, tuple[str, int]] = {
+    "ackley5": ("ackley", 5),
+    "ackley10": ("ackley", 10),
+    "hartmann6": ("hartmann6", 6),
+    "levy10": ("levy", 10),
+    "griewank10": ("griewank", 10),
+    "schwefel10": ("schwefel", 10),
+}
+ANCHOR_METHODS = ("deephyper_cbo", "optuna_tpe", "random")
+
+
+# -- the searchers, each asked by worker w and told results as they finish ------------------------
+class AdboSearch:
+    def __init__(self, space: SearchSpace, workers: int, seed: int, options: dict[str, Any]):
+        settings = ProposerSettings(**options)
+        self.space = space
+        self.proposers = [Proposer(space, maximize=False, seed=seed, worker=w, settings=settings) for w in range(workers)]
+        self.X = np.empty((0, space.dim))
+        self.y = np.empty(0)
+        self.status = np.empty(0, dtype=np.int8)
+        self.exclude: set[bytes] = set()
+
+    def ask(self, w: int) -> tuple[dict[str, Any], int]:
+        x = self.proposers[w].propose(self.X, self.y, self.status, self.exclude).x
+        self.X = np.vstack([self.X, x[None]])
+        self.y = np.append(self.y, np.nan)
+        self.status = np.append(self.status, np.int8(IN_FLIGHT))
+        self.exclude.add(self.space.keys(x[None])[0])
+        return self.space.decode(x[None])[0], len(self.y) - 1
+
+    def tell(self, w: int, handle: int, config: dict[str, Any], value: float) -> None:
+        self.y[handle] = value
+        self.status[handle] = OK
+
+
+class RandomSearch:
+    def __init__(self, space: SearchSpace, workers: int, seed: int, options: dict[str, Any]):
+        self.space = space
+        self.rng = np.random.default_rng([seed, 99])
+
+    def ask(self, w: int) -> tuple[dict[str, Any], None]:
+        return self.space.decode(self.space.sample(1, self.rng))[0], None
+
+    def tell(self, w: int, handle: Any, config: dict[str, Any], value: float) -> None:
+        pass
+
+
+class OptunaSearch:
+    def __init__(self, space: SearchSpace, workers: int, seed: int, options: dict[str, Any]):
+        from _anchors import OptunaTPE
+
+        self.tpe = OptunaTPE(space.configspace, seed=seed)
+
+    def ask(self, w: int) -> tuple[dict[str, Any], Any]:
+        config = self.tpe.ask()
+        return config, self.tpe._trial
+
+    def tell(self, w: int, handle: Any, config: dict[str, Any], value: float) -> None:
+        self.tpe.study.tell(handle, float(value))
+
+
+class DeepHyperDecentralizedSearch:
+    def __init__(self, space: SearchSpace, workers: int, seed: int, options: dict[str, Any]):
+        from _anchors import DeepHyperCBO
+
+        self.cbos = [DeepHyperCBO(space.configspace, seed=seed * 1000 + w) for w in range(workers)]
+        self.finished: list[tuple[dict[str, Any], float]] = []
+        self.seen = [0] * workers
+
+    def ask(self, w: int) -> tuple[dict[str, Any], None]:
+        new = self.finished[self.seen[w]:]
+        if new:
+            self.cbos[w].tell_many([c for c, _ in new], [v for _, v in new])
+            self.seen[w] = len(self.finished)
+        return self.cbos[w].ask(), None
+
+    def tell(self, w: int, handle: Any, config: dict[str, Any], value: float) -> None:
+        self.finished.append((config, value))
+
+    def close(self) -> None:
+        for cbo in self.cbos:
+            cbo.close()
+
+
+SEARCHES = {"adbo": AdboSearch, "deephyper_cbo": DeepHyperDecentralizedSearch, "optuna_tpe": OptunaSearch,
+            "random": RandomSearch}
+
+
+def parse_method(method: str) -> tuple[str, dict[str, Any]]:
+    """``adbo:decay_period=24:liar=mean`` -> ("adbo", {"decay_period": 24, "liar": "mean"})."""
+    base, *pairs = method.split(":")
+    if base not in SEARCHES:
+        raise SystemExit(f"unknown method {base!r}; choose from {sorted(SEARCHES)} (adbo variants: adbo:key=value)")
+    known = {f.name: f.type for f in fields(ProposerSettings)}
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        if base != "adbo" or key not in known:
+            raise SystemExit(f"{method!r}: only adbo takes options, from {sorted(known)}")
+        default = getattr(ProposerSettings(), key)
+        options[key] = type(default)(raw) if not isinstance(default, str) else raw
+    return base, options
+
+
+# -- one run in virtual time ----------------------------------------------------------------------
+def simulate(method: str, problem: str, workers: int, budget: int, seed: int,
+             eval_time: tuple[float, float]) -> dict[str, Any]:
+    base, options = parse_method(method)
+    name, dim = PROBLEMS[problem]
+    objective = SyntheticObjective(name, dim)
+    space = SearchSpace(objective.space())
+    search = SEARCHES[base](space, workers, seed, options)
+    durations = np.random.default_rng([seed, 7919]).normal(*eval_time, size=budget).clip(0.1)
+    events: list[tuple[float, int, int, Any, dict[str, Any], float]] = []
+    finish, values, steps, worker_of = [], [], [], []
+    started = 0
+
+    def start(w: int, now: float) -> None:
+        nonlocal started
+        t0 = time.perf_counter()
+        config, handle = search.ask(w)
+        step = time.perf_counter() - t0
+        steps.append(step)
+        value = objective.value(config)
+        heapq.heappush(events, (now + step + float(durations[started]), started, w, handle, config, value))
+        started += 1
+
+    for w in range(min(workers, budget)):
+        start(w, 0.0)
+    while events:
+        now, _, w, handle, config, value = heapq.heappop(events)
+        search.tell(w, handle, config, value)
+        finish.append(now)
+        values.append(value)
+        worker_of.append(w)
+        if started < budget:
+            start(w, now)
+    if hasattr(search, "close"):
+        search.close()
+    return {"method": method, "problem": problem, "workers": workers, "seed": seed, "budget": budget,
+            "eval_time": list(eval_time), "optimum": objective.optimum, "finish": finish, "value": values,
+            "worker": worker_of, "step_s": steps}
+
+
+def cache_path(cache: Path, method: str, problem: str, workers: int, seed: int, budget: int) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", method)
+    return cache / f"w{workers}-b{budget}-{problem}-{safe}-s{seed}.json"
+
+
+def run_or_load(cache: Path, method: str, problem: str, workers: int, seed: int, budget: int,
+                eval_time: tuple[float, float], rerun: bool) -> dict[str, Any]:
+    path = cache_path(cache, method, problem, workers, seed, budget)
+    if path.exists() and not rerun:
+        return json.loads(path.read_text())
+    t0 = time.time()
+    record = simulate(method, problem, workers, budget, seed, eval_time)
+    record["wall_s"] = time.time() - t0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+    print(f"  {method:>28} {problem:>10} W={workers} seed={seed}: regret "
+          f"{min(record['value']) - record['optimum']:.4g} ({record['wall_s']:.0f} s)", flush=True)
+    return record
+
+
+# -- the report -----------------------------------------------------------------------------------
+def regret_curve(record: dict[str, Any]) -> np.ndarray:
+    """Best regret after each evaluation, in the order evaluations finished."""
+    return np.minimum.accumulate(np.asarray(record["value"]) - record["optimum"])
+
+
+def time_to(record: dict[str, Any], target: float) -> float:
+    hit = np.nonzero(regret_curve(record) <= target)[0]
+    return float(record["finish"][hit[0]]) if len(hit) else float("inf")
+
+
+def quartiles(values: list[float]) -> dict[str, float]:
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    return {"median": float(med), "q1": float(q1), "q3": float(q3), "n": len(values)}
+
+
+def verdicts(table: dict[str, dict[str, Any]], adbo_method: str) -> dict[str, Any]:
+    """Per problem: is adbo's median regret the best or within 5% of it; how far from the best anchor."""
+    out: dict[str, Any] = {}
+    for problem, methods in table.items():
+        if adbo_method not in methods:
+            continue
+        ours = methods[adbo_method]["median"]
+        anchors = {m: v["median"] for m, v in methods.items() if m in ANCHOR_METHODS}
+        best_all = min([ours, *anchors.values()])
+        best_anchor = min(anchors.values()) if anchors else float("nan")
+        out[problem] = {"adbo_median": ours, "best_anchor": min(anchors, key=anchors.get) if anchors else None,
+                        "best_anchor_median": best_anchor,
+                        "best_or_within_5pct": bool(ours <= 1.05 * best_all + 1e-12),
+                        "ratio_to_best_anchor": ours / best_anchor if best_anchor > 0 else float("nan")}
+    return out
+
+
+def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for r in records:
+        key = f"workers={r['workers']}"
+        settings.setdefault(key, {}).setdefault(r["problem"], {}).setdefault(r["method"], []).append(r)
+    out: dict[str, Any] = {"final_regret": {}, "verdicts": {}, "speedup": {}}
+    for key, problems in sorted(settings.items()):
+        table = {p: {m: quartiles([float(regret_curve(r)[-1]) for r in rs]) for m, rs in ms.items()}
+                 for p, ms in problems.items()}
+        out["final_regret"][key] = table
+        out["verdicts"][key] = verdicts(table, adbo_method)
+    one, many = settings.get("workers=1", {}), settings.get(f"workers={speedup_workers}", {})
+    for problem in sorted(set(one) & set(many)):
+        if adbo_method not in one[problem] or adbo_method not in many[problem]:
+            continue
+        seq, par = one[problem][adbo_method], many[problem][adbo_method]
+        # Target: what one worker reaches, at the median, with half the budget.
+        half = [float(regret_curve(r)[len(r["value"]) // 2 - 1]) for r in seq]
+        target = float(np.median(half))
+        t1 = float(np.median([time_to(r, target) for r in seq]))
+        tw = float(np.median([time_to(r, target) for r in par]))
+        out["speedup"][problem] = {"target_regret": target, "time_1_worker_s": t1,
+                                   f"time_{speedup_workers}_workers_s": tw,
+                                   "speedup": t1 / tw if np.isfinite(tw) and tw > 0 else 0.0}
+    steps: dict[str, list[float]] = {}
+    for r in records:
+        steps.setdefault(r["method"], []).extend(r["step_s"])
+    out["median_step_s"] = {m: float(np.median(v)) for m, v in steps.items()}
+    return out
+
+
+def plot(records: list[dict[str, Any]], workers: int, path: Path, methods: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    problems = [p for p in PROBLEMS if any(r["problem"] == p and r["workers"] == workers for r in records)]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), squeeze=False)
+    for ax, problem in zip(axes.flat, problems):
+        for method in methods:
+            rs = [r for r in records if r["problem"] == problem and r["workers"] == workers and r["method"] == method]
+            if not rs:
+                continue
+            n = min(len(r["value"]) for r in rs)
+            curves = np.array([regret_curve(r)[:n] for r in rs])
+            q1, med, q3 = np.percentile(curves, [25, 50, 75], axis=0)
+            x = np.arange(1, n + 1)
+            ax.plot(x, med, label=f"{method} ({len(rs)} seeds)")
+            ax.fill_between(x, q1, q3, alpha=0.2)
+        ax.set_title(problem)
+        ax.set_xlabel("evaluations")
+        ax.set_ylabel("best regret")
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"Best regret vs evaluations, {workers} worker{'s' if workers > 1 else ''} (median, quartile band)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default="adbo,optuna_tpe,random,deephyper_cbo",
+                        help="comma-separated: adbo, adbo:key=value..., deephyper_cbo, optuna_tpe, random")
+    parser.add_argument("--problems", default=",".join(PROBLEMS), help=f"comma-separated from {list(PROBLEMS)}")
+    parser.add_argument("--workers", default="1,8", help="comma-separated worker counts (default 1,8)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per setting (default 5)")
+    parser.add_argument("--budget", type=int, default=200, help="evaluations per run (default 200)")
+    parser.add_argument("--eval-time", default="10,3", help="simulated evaluation time MEAN,STD in seconds")
+    parser.add_argument("--cache", default="benchmarks/results/quality", help="folder of per-run JSON files")
+    parser.add_argument("--rerun", action="store_true", help="ignore cached runs and run again")
+    parser.add_argument("--report-only", action="store_true", help="only assemble the report from the cache")
+    parser.add_argument("--adbo-method", default="adbo", help="which adbo variant the verdicts judge")
+    parser.add_argument("--plots", help="write convergence PNGs to this folder")
+    parser.add_argument("--json", help="write the report here")
+    args = parser.parse_args()
+
+    methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        parse_method(m)
+    problems = [p for p in args.problems.split(",") if p]
+    unknown = [p for p in problems if p not in PROBLEMS]
+    if unknown:
+        raise SystemExit(f"unknown problem(s) {unknown}; choose from {list(PROBLEMS)}")
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    mean, std = (float(v) for v in args.eval_time.split(","))
+    cache = Path(args.cache)
+    records = []
+    t0 = time.time()
+    for workers in worker_counts:
+        for problem in problems:
+            for method in methods:
+                for seed in range(args.seeds):
+                    path = cache_path(cache, method, problem, workers, seed, args.budget)
+                    if args.report_only:
+                        if path.exists():
+                            records.append(json.loads(path.read_text()))
+                        continue
+                    records.append(run_or_load(cache, method, problem, workers, seed, args.budget, (mean, std), args.rerun))
+    speedup_workers = max(worker_counts)
+    out = {"machine": f"{platform.node()} ({os.cpu_count()} cores), python {platform.python_version()}",
+           "eval_time": [mean, std], "budget": args.budget, "seeds": args.seeds, "methods": methods,
+           **report(records, args.adbo_method, speedup_workers), "seconds": time.time() - t0}
+    if args.plots:
+        for workers in worker_counts:
+            plot(records, workers, Path(args.plots) / f"quality_{workers}w.png", methods)
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
