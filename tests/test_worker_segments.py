@@ -1,0 +1,65 @@
+"""What one worker publishes: one segment per evaluation, and nothing left unpublished on exit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adbo.evaluation import objective_identity
+from adbo.rows import IN_FLIGHT, OK
+from adbo.segments import SegmentName
+from adbo.space import SearchSpace
+from adbo.storage import SHARD_DIR, open_run, scan_run
+from adbo.worker import STOP_FILE, run_worker
+
+
+class StopsTheRun:
+    """Picklable objective that creates the run's STOP file during its ``n``-th evaluation."""
+
+    def __init__(self, run_dir: str, n: int):
+        self.run_dir, self.n, self.calls = run_dir, n, 0
+
+    def __call__(self, params):
+        self.calls += 1
+        if self.calls == self.n:
+            (Path(self.run_dir) / STOP_FILE).touch()
+        return (params["a"] - 0.3) ** 2 + params["b"] ** 2
+
+    def adbo_identity(self) -> str:
+        return "tests:StopsTheRun"
+
+
+def start_run(run_dir: str, objective) -> None:
+    open_run(run_dir, SearchSpace({"a": (0.0, 1.0), "b": (0.0, 1.0)}), objective_identity(objective), "minimize",
+             settings={"workers": 1})
+
+
+def rows_by_seq(run_dir: str):
+    _, table, _ = scan_run(run_dir)
+    return sorted(table.rows, key=lambda r: r.seq)
+
+
+def test_each_final_row_shares_a_segment_with_the_next_in_flight_row(tmp_path):
+    run_dir = str(tmp_path / "run")
+    objective = StopsTheRun(run_dir, n=10**9)
+    start_run(run_dir, objective)
+    report = run_worker(run_dir, 0, objective, {"max_evals": 6, "n_initial": 3, "seed": 2})
+    assert report["evaluations"] == 6
+    rows = rows_by_seq(run_dir)
+    assert [r.status for r in rows] == [OK] * 6
+    # The final row of evaluation k was published in the segment that announced evaluation k+1 ...
+    gens = [r.gen for r in rows]
+    assert gens == list(range(2, 8)), gens
+    # ... so six evaluations took seven segments (the first in-flight row alone), not twelve.
+    names = [SegmentName.parse(p.name) for p in (Path(run_dir) / SHARD_DIR).glob("b*/*.h5")]
+    assert max(n.gen for n in names) == 7
+
+
+def test_the_last_result_is_published_when_the_worker_stops(tmp_path):
+    run_dir = str(tmp_path / "run")
+    objective = StopsTheRun(run_dir, n=3)
+    start_run(run_dir, objective)
+    report = run_worker(run_dir, 0, objective, {"max_evals": 50, "n_initial": 2, "seed": 1})
+    assert report["evaluations"] == 3 and report["stop_reason"] == "STOP file present"
+    rows = rows_by_seq(run_dir)
+    assert len(rows) == 3 and all(r.status == OK for r in rows), [(r.seq, r.status) for r in rows]
+    assert not any(r.status == IN_FLIGHT for r in rows)
