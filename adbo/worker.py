@@ -263,6 +263,7 @@ class Worker:
         while True:
             t_step = time.time()
             self.scan()
+            scan_s = time.time() - t_step
             reason = self.stop_reason()
             if reason:
                 break
@@ -277,7 +278,7 @@ class Worker:
                 t_submitted=t_submit, t_started=t_submit, bo_overhead_s=t_submit - t_step,
                 n_observations=n_obs, hostname=self.hostname,
                 eval_id=f"{self.info.run_id[:8]}-w{self.worker_id}-s{seq}",
-                metadata={"kappa": kappa} if math.isfinite(kappa) else {},
+                metadata={"scan_s": round(scan_s, 6), **({"kappa": kappa} if math.isfinite(kappa) else {})},
             )
             if self.settings.overlap:
                 pending.metadata["stale_results"] = self._stale
