@@ -8,6 +8,8 @@ that start late count against it. The objective is 10-D Ackley that sleeps N(MEA
 
 * ``adbo``: ``adbo.launch`` on the ``local`` site (Parsl HighThroughputExecutor on 127.0.0.1,
   one process per worker) with default settings; stopped by the run's STOP file at the window end.
+* ``adbo_overlap``: the same with ``overlap=True`` (the next proposal is computed while the
+  objective runs); also reports how many results each proposal missed (``stale_results``).
 * ``deephyper_decentralized``: N processes, each running its own DeepHyper CBO (defaults) and
   sharing results through one shared list (a ``multiprocessing`` manager, the role of DeepHyper's
   ``SharedMemoryStorage``): before each evaluation a worker tells its CBO the results that
@@ -112,19 +114,20 @@ def summarize(name: str, workers: int, duration: float, starts: list[float], end
 
 
 # -- adbo ----------------------------------------------------------------------------------------
-def run_adbo(workers: int, eval_time: tuple[float, float], duration: float, work_dir: Path) -> dict[str, Any]:
+def run_adbo(workers: int, eval_time: tuple[float, float], duration: float, work_dir: Path,
+             overlap: bool = False) -> dict[str, Any]:
     import adbo
     from adbo.objectives.synthetic import SyntheticObjective
     from adbo.storage import STOP_FILE, scan_run
 
-    run_dir = work_dir / f"adbo-{workers}"
+    run_dir = work_dir / f"adbo-{workers}{'-overlap' if overlap else ''}"
     objective = SyntheticObjective("ackley", DIM, eval_time=eval_time)
     watch = MemoryWatch()
     launched = time.time()
     result: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: result.update(summary=adbo.launch(
         objective, objective.space(), run_dir, site="local", workers=workers, max_evals=None,
-        direction="minimize", progress=False, startup_timeout=600)), daemon=True)
+        direction="minimize", overlap=overlap, progress=False, startup_timeout=600)), daemon=True)
     thread.start()
     first_start = None
     while first_start is None:  # the window opens with the first evaluation anywhere
@@ -142,14 +145,17 @@ def run_adbo(workers: int, eval_time: tuple[float, float], duration: float, work
     per_worker_first = {}
     for r in rows:
         per_worker_first[r.worker] = min(per_worker_first.get(r.worker, np.inf), r.t_started)
-    return summarize("adbo", workers, duration, [r.t_started for r in rows],
+    extra = {}
+    if overlap:
+        extra["stale_results"] = distribution([r.metadata.get("stale_results", np.nan) for r in rows])
+    return summarize("adbo_overlap" if overlap else "adbo", workers, duration, [r.t_started for r in rows],
                      [r.t_finished if r.status != 0 else np.nan for r in rows],
                      [r.bo_overhead_s for r in rows],
                      {"scan_s": distribution([r.metadata.get("scan_s", np.nan) for r in rows]),
                       "results_at_end": len(rows), "peak_rss_mib": peak,
                       "startup_s": {"launch_to_first_start": first_start - launched,
                                     "first_to_last_worker_start": max(per_worker_first.values()) - first_start},
-                      "segments_read_by_final_scan": reader.opens})
+                      "segments_read_by_final_scan": reader.opens, **extra})
 
 
 # -- DeepHyper decentralized ---------------------------------------------------------------------
@@ -273,19 +279,20 @@ def main() -> None:
     parser.add_argument("--eval-time", default="10,3", help="evaluation time MEAN,STD seconds (default 10,3)")
     parser.add_argument("--duration", type=float, default=120.0, help="measurement window in seconds (default 120)")
     parser.add_argument("--methods", default="adbo,deephyper_decentralized,centralized",
-                        help="comma-separated: adbo, deephyper_decentralized, centralized")
+                        help="comma-separated: adbo, adbo_overlap (proposal computed during the evaluation), "
+                             "deephyper_decentralized, centralized")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     mean, std = (float(v) for v in args.eval_time.split(","))
     methods = [m for m in args.methods.split(",") if m]
-    known = {"adbo", "deephyper_decentralized", "centralized"}
+    known = {"adbo", "adbo_overlap", "deephyper_decentralized", "centralized"}
     if set(methods) - known:
         raise SystemExit(f"unknown method(s) {sorted(set(methods) - known)}; choose from {sorted(known)}")
     results = []
     with tempfile.TemporaryDirectory(prefix="adbo-util-") as tmp:
         for method in methods:
-            if method == "adbo":
-                results.append(run_adbo(args.workers, (mean, std), args.duration, Path(tmp)))
+            if method in ("adbo", "adbo_overlap"):
+                results.append(run_adbo(args.workers, (mean, std), args.duration, Path(tmp), method == "adbo_overlap"))
             elif method == "deephyper_decentralized":
                 results.append(run_deephyper_decentralized(args.workers, (mean, std), args.duration))
             else:
