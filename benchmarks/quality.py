@@ -21,8 +21,8 @@ How each method runs with W workers (W = 1 is the sequential setting):
 
 Every run is cached as a JSON file (``--cache``), so slow anchors can run in a background process
 with ``--methods deephyper_cbo`` and the report is assembled from whatever is cached. ``adbo``
-variants are named ``adbo:option=value:...`` (any ``ProposerSettings`` field), which is how the
-defaults were chosen. Prints (and with ``--json`` writes) medians and quartiles of the simple
+variants are named ``adbo:option=value:...`` (any ``ProposerSettings`` field, or ``overlap=1`` for
+proposals computed while the previous evaluation runs), which is how the defaults were chosen. Prints (and with ``--json`` writes) medians and quartiles of the simple
 regret (best value found minus the known optimum), the per-problem verdicts, and the 1 -> W
 time-to-target speed-up; ``--plots DIR`` writes convergence figures.
 """
@@ -63,7 +63,12 @@ ANCHOR_METHODS = ("deephyper_cbo", "optuna_tpe", "random")
 
 # -- the searchers, each asked by worker w and told results as they finish ------------------------
 class AdboSearch:
+    """With ``overlap``, worker w's next proposal is computed when its evaluation starts, from what
+    is known then (as the worker's background thread does), and is off the critical path."""
+
     def __init__(self, space: SearchSpace, workers: int, seed: int, options: dict[str, Any]):
+        options = dict(options)
+        self.overlap = bool(options.pop("overlap", False))
         settings = ProposerSettings(**options)
         self.space = space
         self.proposers = [Proposer(space, maximize=False, seed=seed, worker=w, settings=settings) for w in range(workers)]
@@ -71,14 +76,30 @@ class AdboSearch:
         self.y = np.empty(0)
         self.status = np.empty(0, dtype=np.int8)
         self.exclude: set[bytes] = set()
+        self.ahead: dict[int, tuple[np.ndarray, int]] = {}
+        self.stale: list[int] = []
+        self.critical_s = 0.0
 
     def ask(self, w: int) -> tuple[dict[str, Any], int]:
-        x = self.proposers[w].propose(self.X, self.y, self.status, self.exclude).x
+        t0 = time.perf_counter()
+        ready = self.ahead.pop(w, None)
+        if ready is not None and self.space.keys(ready[0][None])[0] not in self.exclude:
+            x = ready[0]
+            self.stale.append(int((self.status == OK).sum()) - ready[1])
+        else:
+            x = self.proposers[w].propose(self.X, self.y, self.status, self.exclude).x
+        self.critical_s = time.perf_counter() - t0
+        self._start(x)
+        if self.overlap:
+            nxt = self.proposers[w].propose(self.X, self.y, self.status, self.exclude).x
+            self.ahead[w] = (nxt, int((self.status == OK).sum()))
+        return self.space.decode(x[None])[0], len(self.y) - 1
+
+    def _start(self, x: np.ndarray) -> None:
         self.X = np.vstack([self.X, x[None]])
         self.y = np.append(self.y, np.nan)
         self.status = np.append(self.status, np.int8(IN_FLIGHT))
         self.exclude.add(self.space.keys(x[None])[0])
-        return self.space.decode(x[None])[0], len(self.y) - 1
 
     def tell(self, w: int, handle: int, config: dict[str, Any], value: float) -> None:
         self.y[handle] = value
@@ -143,13 +164,13 @@ def parse_method(method: str) -> tuple[str, dict[str, Any]]:
     base, *pairs = method.split(":")
     if base not in SEARCHES:
         raise SystemExit(f"unknown method {base!r}; choose from {sorted(SEARCHES)} (adbo variants: adbo:key=value)")
-    known = {f.name: f.type for f in fields(ProposerSettings)}
+    known = {f.name: f.type for f in fields(ProposerSettings)} | {"overlap": int}
     options: dict[str, Any] = {}
     for pair in pairs:
         key, _, raw = pair.partition("=")
         if base != "adbo" or key not in known:
             raise SystemExit(f"{method!r}: only adbo takes options, from {sorted(known)}")
-        default = getattr(ProposerSettings(), key)
+        default = getattr(ProposerSettings(), key, 0)
         options[key] = type(default)(raw) if not isinstance(default, str) else raw
     return base, options
 
@@ -171,7 +192,7 @@ def simulate(method: str, problem: str, workers: int, budget: int, seed: int,
         nonlocal started
         t0 = time.perf_counter()
         config, handle = search.ask(w)
-        step = time.perf_counter() - t0
+        step = getattr(search, "critical_s", time.perf_counter() - t0)  # what delays the evaluation
         steps.append(step)
         value = objective.value(config)
         heapq.heappush(events, (now + step + float(durations[started]), started, w, handle, config, value))
@@ -189,7 +210,8 @@ def simulate(method: str, problem: str, workers: int, budget: int, seed: int,
             start(w, now)
     if hasattr(search, "close"):
         search.close()
-    return {"method": method, "problem": problem, "workers": workers, "seed": seed, "budget": budget,
+    extra = {"stale_results": search.stale} if getattr(search, "overlap", False) else {}
+    return {**extra, "method": method, "problem": problem, "workers": workers, "seed": seed, "budget": budget,
             "eval_time": list(eval_time), "optimum": objective.optimum, "finish": finish, "value": values,
             "worker": worker_of, "step_s": steps}
 
@@ -277,6 +299,12 @@ def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int
     for r in records:
         steps.setdefault(r["method"], []).extend(r["step_s"])
     out["median_step_s"] = {m: float(np.median(v)) for m, v in steps.items()}
+    stale: dict[str, list[int]] = {}
+    for r in records:
+        if "stale_results" in r:
+            stale.setdefault(f"{r['method']} workers={r['workers']}", []).extend(r["stale_results"])
+    out["overlap_stale_results"] = {k: {"mean": float(np.mean(v)), "p90": float(np.percentile(v, 90))}
+                                    for k, v in stale.items() if v}
     return out
 
 
