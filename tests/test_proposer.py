@@ -37,7 +37,7 @@ def test_expected_improvement_prefers_high_mean_and_high_uncertainty():
 
 @pytest.mark.parametrize("settings", [
     ProposerSettings(), ProposerSettings(acquisition="ei"), ProposerSettings(scaling="minmax-log"),
-    ProposerSettings(liar="mean"), ProposerSettings(n_local=200, refine_rounds=2),
+    ProposerSettings(liar="mean"), ProposerSettings(n_local=200, refine_rounds=2), ProposerSettings(n_local=0),
     ProposerSettings(surrogate="random_forest"),
 ])
 def test_every_variant_proposes_near_the_optimum(settings):
@@ -48,6 +48,17 @@ def test_every_variant_proposes_near_the_optimum(settings):
     prop = p.propose(X, y, st, set(SPACE.keys(X)))
     assert prop.n_observations == 300
     assert abs(prop.x[0] - 0.7) < 0.25 and abs(prop.x[1] - 0.2) < 0.25
+
+
+def test_local_candidates_stay_near_the_best_results():
+    rng = np.random.default_rng(3)
+    X, y, st = history(40, rng)
+    top = X[np.argsort(y)[-10:]]
+    # Almost no random candidates: the proposal must come from a small move around a top-10 point.
+    p = Proposer(SPACE, maximize=True, seed=2, settings=ProposerSettings(n_candidates=1, n_local=500, local_scale=0.01))
+    p.design_used = len(p.design)
+    x = p.propose(X, y, st, set(SPACE.keys(X))).x
+    assert np.min(np.abs(top - x).max(axis=1)) < 0.06
 
 
 def test_failures_count_as_the_worst_and_pending_rows_only_with_a_liar():
