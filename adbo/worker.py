@@ -75,16 +75,18 @@ class WorkerSettings(ProposerSettings):
 
 
 class _Ahead:
-    """A proposal being computed in the background, and how many results it knew of."""
+    """The next step's scan and proposal, computed in the background while the objective runs."""
 
-    def __init__(self, finals_at_start: int):
-        self.finals_at_start = finals_at_start
+    def __init__(self) -> None:
         self.result: Any = None
+        self.scan_s = 0.0
+        self.scanned_at = time.time()
         self.thread: threading.Thread | None = None
 
     def join(self) -> None:
         if self.thread is not None:
             self.thread.join()
+            self.thread = None
 
 
 @dataclass
@@ -132,7 +134,6 @@ class Worker:
         self.durations: list[float] = []
         self.deadline = self._deadline(time.time())
         self._ahead: _Ahead | None = None
-        self._stale = 0
 
     def _deadline(self, started: float) -> float | None:
         """The earliest of the launch's deadline and this worker's allocation end, less the margin.
@@ -197,36 +198,38 @@ class Worker:
         return int(((st == IN_FLIGHT) & (w != self.worker_id)).sum())
 
     # -- proposing ----------------------------------------------------------------------
-    def propose(self) -> tuple[np.ndarray | None, int, float]:
-        """Next configuration, the number of observations its model was fitted on, and kappa."""
-        ahead = self._ahead
-        self._ahead = None
+    def propose(self, ahead: "_Ahead | None" = None) -> tuple[np.ndarray | None, int, float]:
+        """Next configuration, the number of observations its model was fitted on, and kappa.
+
+        A proposal computed ahead is used unless a peer has taken that configuration since.
+        """
         if ahead is not None:
-            ahead.join()
             p = ahead.result
             if p is not None and p.x is not None and self.space.keys(p.x[None])[0] not in self.seen_keys:
-                self._stale = self.table.n_final - ahead.finals_at_start
                 return p.x, p.n_observations, p.kappa
-        self._stale = 0
         X, y, st = self.table.view()
         p = self.proposer.propose(X, y, st, self.seen_keys)
         return p.x, p.n_observations, p.kappa
 
-    def _propose_ahead(self) -> None:
-        """Start computing the next proposal while the objective runs (``overlap``).
+    def _start_ahead(self) -> None:
+        """``overlap``: scan the shards and propose in a background thread during the evaluation.
 
-        It works on copies of what is known now, so the main thread may go on; results that
-        arrive meanwhile are missing from it, and the row records how many (``stale_results``).
+        Both leave the critical path; the main thread touches the table again only after joining
+        the thread. The price is staleness: the proposal misses results that arrive after its
+        scan, including this worker's own running evaluation (``proposal_age_s`` on the row).
         """
-        X, y, st = (a.copy() for a in self.table.view())
-        exclude = set(self.seen_keys)
-        job = _Ahead(self.table.n_final)
+        job = _Ahead()
 
         def work() -> None:
             try:
-                job.result = self.proposer.propose(X, y, st, exclude)
-            except Exception:  # noqa: BLE001 - fall back to proposing in the loop
-                self.log.exception("proposing ahead failed")
+                t0 = time.time()
+                self.scan()
+                job.scanned_at = time.time()
+                job.scan_s = job.scanned_at - t0
+                X, y, st = self.table.view()
+                job.result = self.proposer.propose(X, y, st, self.seen_keys)
+            except Exception:  # noqa: BLE001 - the loop scans and proposes itself instead
+                self.log.exception("scanning and proposing ahead failed")
 
         job.thread = threading.Thread(target=work, name="adbo-propose-ahead", daemon=True)
         job.thread.start()
@@ -244,6 +247,8 @@ class Worker:
         try:
             return self._loop()
         finally:
+            if self._ahead is not None:
+                self._ahead.join()
             if self._unpublished:
                 try:
                     self.writer.append(self._unpublished)
@@ -262,12 +267,17 @@ class Worker:
                       self.worker_id, seq, self.proposer.schedule.kappa0, len(self.table))
         while True:
             t_step = time.time()
-            self.scan()
-            scan_s = time.time() - t_step
+            ahead, self._ahead = self._ahead, None
+            if ahead is not None and ahead.result is not None:
+                scan_s = ahead.scan_s  # scanned during the evaluation, off the critical path
+            else:
+                ahead = None
+                self.scan()
+                scan_s = time.time() - t_step
             reason = self.stop_reason()
             if reason:
                 break
-            x, n_obs, kappa = self.propose()
+            x, n_obs, kappa = self.propose(ahead)
             if x is None:
                 reason = "every configuration of the space has been evaluated"
                 break
@@ -280,13 +290,13 @@ class Worker:
                 eval_id=f"{self.info.run_id[:8]}-w{self.worker_id}-s{seq}",
                 metadata={"scan_s": round(scan_s, 6), **({"kappa": kappa} if math.isfinite(kappa) else {})},
             )
-            if self.settings.overlap:
-                pending.metadata["stale_results"] = self._stale
+            if ahead is not None:
+                pending.metadata["proposal_age_s"] = round(t_submit - ahead.scanned_at, 6)
             self._publish([pending])
             self.table.upsert([pending])
             self.seen_keys.add(self.space.keys(x[None])[0])
             if self.settings.overlap:
-                self._propose_ahead()
+                self._start_ahead()
             t_start = time.time()
             timeout = self.settings.eval_timeout
             cut_by_deadline = False
@@ -296,6 +306,8 @@ class Worker:
                 timeout = min(timeout, left) if timeout is not None else left
             outcome = evaluate(self.objective, params, timeout)
             t_end = time.time()
+            if self._ahead is not None:
+                self._ahead.join()  # the table is the background thread's until it is done
             if outcome.status == TIMEOUT and cut_by_deadline:
                 outcome.status = INTERRUPTED
                 outcome.error = "stopped at the walltime deadline; a relaunch continues the search"

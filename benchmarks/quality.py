@@ -37,7 +37,7 @@ import platform
 import re
 import sys
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +216,16 @@ def simulate(method: str, problem: str, workers: int, budget: int, seed: int,
             "worker": worker_of, "step_s": steps}
 
 
+def effective_settings(method: str) -> dict[str, Any] | None:
+    """Every proposer setting a run of ``method`` uses, so a cached run made under other defaults
+    is never mistaken for a current one."""
+    base, options = parse_method(method)
+    if base != "adbo":
+        return None
+    overlap = options.pop("overlap", 0)
+    return {**asdict(ProposerSettings(**options)), "overlap": overlap}
+
+
 def cache_path(cache: Path, method: str, problem: str, workers: int, seed: int, budget: int) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", method)
     return cache / f"w{workers}-b{budget}-{problem}-{safe}-s{seed}.json"
@@ -225,10 +235,14 @@ def run_or_load(cache: Path, method: str, problem: str, workers: int, seed: int,
                 eval_time: tuple[float, float], rerun: bool) -> dict[str, Any]:
     path = cache_path(cache, method, problem, workers, seed, budget)
     if path.exists() and not rerun:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
+        if record.get("settings") == effective_settings(method):
+            return record
+        print(f"  {path.name}: cached with other settings (defaults changed?); running again", flush=True)
     t0 = time.time()
     record = simulate(method, problem, workers, budget, seed, eval_time)
     record["wall_s"] = time.time() - t0
+    record["settings"] = effective_settings(method)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))

@@ -8,8 +8,9 @@ that start late count against it. The objective is 10-D Ackley that sleeps N(MEA
 
 * ``adbo``: ``adbo.launch`` on the ``local`` site (Parsl HighThroughputExecutor on 127.0.0.1,
   one process per worker) with default settings; stopped by the run's STOP file at the window end.
-* ``adbo_overlap``: the same with ``overlap=True`` (the next proposal is computed while the
-  objective runs); also reports how many results each proposal missed (``stale_results``).
+* ``adbo_overlap``: the same with ``overlap=True`` (the scan and the next proposal run while the
+  objective runs); also reports how old the data behind each proposal was and how many results
+  finished in that time (``proposal_age_s``, ``stale_results``).
 * ``deephyper_decentralized``: N processes, each running its own DeepHyper CBO (defaults) and
   sharing results through one shared list (a ``multiprocessing`` manager, the role of DeepHyper's
   ``SharedMemoryStorage``): before each evaluation a worker tells its CBO the results that
@@ -52,7 +53,13 @@ def ackley10() -> Any:
 
 # -- measuring -------------------------------------------------------------------------------------
 class MemoryWatch:
-    """Peak summed RSS of this process and all its descendants, sampled every half second."""
+    """Peak summed RSS of this process, its descendants and Parsl's worker pools, every half second.
+
+    Parsl's LocalProvider starts the worker pool detached from this process (its own session),
+    so pools are found by their command line, with their own descendants (the workers).
+    """
+
+    POOL_MARKERS = ("process_worker_pool", "interchange.py")
 
     def __init__(self) -> None:
         import psutil
@@ -67,8 +74,20 @@ class MemoryWatch:
         import psutil
 
         while not self._stop.wait(0.5):
+            procs = {self.root.pid: self.root}
+            roots = [self.root]
+            for proc in psutil.process_iter(["cmdline"]):
+                cmd = " ".join(proc.info.get("cmdline") or [])
+                if any(marker in cmd for marker in self.POOL_MARKERS):
+                    roots.append(proc)
+            for root in roots:
+                try:
+                    for proc in [root, *root.children(recursive=True)]:
+                        procs[proc.pid] = proc
+                except psutil.Error:
+                    pass
             total = 0
-            for proc in [self.root, *self.root.children(recursive=True)]:
+            for proc in procs.values():
                 try:
                     total += proc.memory_info().rss
                 except psutil.Error:
@@ -147,7 +166,16 @@ def run_adbo(workers: int, eval_time: tuple[float, float], duration: float, work
         per_worker_first[r.worker] = min(per_worker_first.get(r.worker, np.inf), r.t_started)
     extra = {}
     if overlap:
-        extra["stale_results"] = distribution([r.metadata.get("stale_results", np.nan) for r in rows])
+        # How many results (anyone's) finished between a proposal's scan and its submission.
+        finished = np.sort([r.t_finished for r in rows if r.status != 0 and np.isfinite(r.t_finished)])
+        stale = []
+        for r in rows:
+            age = r.metadata.get("proposal_age_s")
+            if age is not None:
+                stale.append(int(np.searchsorted(finished, r.t_submitted, side="right")
+                                 - np.searchsorted(finished, r.t_submitted - age, side="right")))
+        extra["proposal_age_s"] = distribution([r.metadata.get("proposal_age_s", np.nan) for r in rows])
+        extra["stale_results"] = distribution(stale)
     return summarize("adbo_overlap" if overlap else "adbo", workers, duration, [r.t_started for r in rows],
                      [r.t_finished if r.status != 0 else np.nan for r in rows],
                      [r.bo_overhead_s for r in rows],

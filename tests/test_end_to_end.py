@@ -152,6 +152,10 @@ def test_overlap_proposes_while_evaluating_and_records_staleness(tmp_path):
     assert df.status.eq("ok").sum() >= 30 and not df.duplicated(["worker", "seq"]).any()
     later = df[df.n_observations > 0]
     assert len(later) >= 10
-    # With peers finishing while a proposal is being computed, some proposals missed results.
-    assert (df.metadata_stale_results >= 0).all() and (df.metadata_stale_results > 0).any()
+    # After each worker's first step, proposals were computed during the previous evaluation
+    # (0.1 s long), so the data they used is at least about that old; the row says how old.
+    ahead = df.metadata_proposal_age_s.dropna()
+    assert len(ahead) >= 20 and (ahead >= 0).all()
+    assert (ahead >= 0.05).mean() > 0.8
+    assert df.metadata_scan_s.notna().all()
     assert not df[[c for c in df.columns if c.startswith("params_")]].duplicated().any()
