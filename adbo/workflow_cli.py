@@ -37,6 +37,8 @@ def add_launch_arguments(parser: argparse.ArgumentParser, run_dir_default: str, 
     group.add_argument("--run-dir", default=run_dir_default,
                        help=f"run directory; relaunch with the same one to resume (default: {run_dir_default})")
     group.add_argument("--seed", type=int, default=0, help="seed of the workers' random streams (default: 0)")
+    group.add_argument("--overlap", action="store_true",
+                       help="scan and propose in a background thread while each evaluation runs (default: off)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar (for batch logs)")
     add_site_arguments(parser)
 
@@ -71,5 +73,6 @@ def resolve_launch(args: argparse.Namespace) -> dict[str, Any] | None:
         "eval_timeout": args.timeout,
         "walltime": walltime,
         "seed": args.seed,
+        "overlap": args.overlap,
         "progress": not args.no_progress,
     }

@@ -66,6 +66,7 @@ class MemoryWatch:
 
         self.root = psutil.Process()
         self.peak = 0
+        self.cpu_s: dict[int, float] = {}  # pid -> CPU seconds, last seen (processes may exit)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -90,6 +91,8 @@ class MemoryWatch:
             for proc in procs.values():
                 try:
                     total += proc.memory_info().rss
+                    times = proc.cpu_times()
+                    self.cpu_s[proc.pid] = times.user + times.system
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
@@ -98,6 +101,10 @@ class MemoryWatch:
         self._stop.set()
         self._thread.join()
         return self.peak / 2**20
+
+    def total_cpu_s(self) -> float:
+        """CPU seconds used by every process watched (from their start, sampled every 0.5 s)."""
+        return float(sum(self.cpu_s.values()))
 
 
 def utilization(starts: np.ndarray, ends: np.ndarray, t0: float, duration: float, workers: int) -> float:
@@ -140,6 +147,8 @@ def run_adbo(workers: int, eval_time: tuple[float, float], duration: float, work
     from adbo.storage import STOP_FILE, scan_run
 
     run_dir = work_dir / f"adbo-{workers}{'-overlap' if overlap else ''}"
+    if run_dir.exists():
+        raise SystemExit(f"{run_dir} exists: give --keep a fresh folder")
     objective = SyntheticObjective("ackley", DIM, eval_time=eval_time)
     watch = MemoryWatch()
     launched = time.time()
@@ -181,6 +190,7 @@ def run_adbo(workers: int, eval_time: tuple[float, float], duration: float, work
                      [r.bo_overhead_s for r in rows],
                      {"scan_s": distribution([r.metadata.get("scan_s", np.nan) for r in rows]),
                       "results_at_end": len(rows), "peak_rss_mib": peak,
+                      "cpu_s_per_evaluation": watch.total_cpu_s() / max(1, len(rows)),
                       "startup_s": {"launch_to_first_start": first_start - launched,
                                     "first_to_last_worker_start": max(per_worker_first.values()) - first_start},
                       "segments_read_by_final_scan": reader.opens, **extra})
@@ -309,6 +319,7 @@ def main() -> None:
     parser.add_argument("--methods", default="adbo,deephyper_decentralized,centralized",
                         help="comma-separated: adbo, adbo_overlap (proposal computed during the evaluation), "
                              "deephyper_decentralized, centralized")
+    parser.add_argument("--keep", help="put adbo's run directories in this folder and keep them")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     mean, std = (float(v) for v in args.eval_time.split(","))
@@ -317,7 +328,8 @@ def main() -> None:
     if set(methods) - known:
         raise SystemExit(f"unknown method(s) {sorted(set(methods) - known)}; choose from {sorted(known)}")
     results = []
-    with tempfile.TemporaryDirectory(prefix="adbo-util-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="adbo-util-") as scratch:
+        tmp = args.keep or scratch
         for method in methods:
             if method in ("adbo", "adbo_overlap"):
                 results.append(run_adbo(args.workers, (mean, std), args.duration, Path(tmp), method == "adbo_overlap"))

@@ -129,7 +129,7 @@ def test_help_lists_every_flag(capsys):
     for flag in ("--site", "--workers", "--max-evals", "--timeout", "--epochs", "--data", "--run-dir", "--seed",
                  "--data-cache", "--synthetic-size", "--synthetic-seed", "--max-rows", "--split-seed", "--data-url",
                  "--no-data-manifest", "--prepare-only", "--device", "--amp", "--threads", "--permanent-dropout",
-                 "--walltime", "--surrogate", "--n-initial", "--no-progress"):
+                 "--walltime", "--surrogate", "--n-initial", "--overlap", "--no-progress"):
         assert flag in text, flag
 
 

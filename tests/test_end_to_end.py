@@ -100,11 +100,12 @@ def test_workflow_script_and_cli(tmp_path):
     run_dir = str(tmp_path / "wf")
     out = subprocess.run(
         [sys.executable, "workflows/synthetic_hpo.py", "--problem", "branin", "--site", "local-threads",
-         "--workers", "2", "--max-evals", "16", "--run-dir", run_dir, "--no-progress"],
+         "--workers", "2", "--max-evals", "16", "--run-dir", run_dir, "--overlap", "--no-progress"],
         capture_output=True, text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)),
     )
     assert out.returncode == 0, out.stderr
     assert "best objective" in out.stdout and "worker utilization" in out.stdout
+    assert read_run_info(run_dir).settings["overlap"] is True
     best = json.loads(adbo_cli("best", run_dir))
     assert set(best["params"]) == {"x0", "x1"}
     csv = tmp_path / "all.csv"
@@ -159,3 +160,19 @@ def test_overlap_proposes_while_evaluating_and_records_staleness(tmp_path):
     assert (ahead >= 0.05).mean() > 0.8
     assert df.metadata_scan_s.notna().all()
     assert not df[[c for c in df.columns if c.startswith("params_")]].duplicated().any()
+
+
+def test_overlap_scans_late_in_the_evaluation_once_it_knows_how_long_they_take(tmp_path):
+    objective = SyntheticObjective("branin", eval_time=(0.6, 0.0))
+    run_dir = str(tmp_path / "late")
+    result = adbo.launch(objective, objective.space(), run_dir, site="local-threads", workers=2, max_evals=14,
+                         direction="minimize", overlap=True, n_initial=4, progress=False)
+    assert not result.worker_errors
+    df = adbo.load_results(run_dir)
+    early = df[(df.seq >= 1) & (df.seq <= 3)].metadata_proposal_age_s.dropna()
+    late = df[df.seq >= 5].metadata_proposal_age_s.dropna()
+    assert len(early) >= 4 and len(late) >= 2
+    # Before three durations are known the background step starts with the evaluation (0.6 s of
+    # staleness); after, it starts near the evaluation's expected end, so its data is fresher.
+    assert early.median() > 0.45
+    assert late.median() < 0.45

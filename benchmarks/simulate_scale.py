@@ -1,0 +1,365 @@
+#!/usr/bin/env python
+"""Discrete-event projection of worker utilization to thousands of workers, from measured costs.
+
+Each simulated worker runs adbo's loop: scan (list the shard buckets, open and read every segment
+published since its last scan), BO step (fit and propose, a cost that depends on the number of
+results), publish one segment (the final row of the last evaluation with the next in-flight
+row), then evaluate for a time drawn from N(MEAN, STD). With ``--overlap`` the scan and step run
+during the evaluation and only publishing stays on the critical path. A centralized baseline
+has one manager that serves workers one at a time with its own step cost.
+
+Where the costs come from:
+
+* CPU costs are measured on this machine by the real code at start-up (``--no-calibrate`` uses
+  the figures in ``DEFAULT_COSTS``): ``Proposer.propose`` at several numbers of results,
+  ``read_segment`` of a one-evaluation segment (the workers' path), writing and publishing one
+  segment, and listing a bucket of 1,000 names.
+* Filesystem latencies are parameters, added to every open, listing and publish on top of the
+  CPU cost: zero for validation on a local disk, and Lustre-like defaults for the projection
+  (``--fs lustre``: 1 ms per open, 2 ms per listing, 5 ms per publish). Lustre metadata
+  operations go through the metadata server; these are deliberately pessimistic round numbers
+  for a loaded MDS (an uncontended open is well under a millisecond), not measurements.
+* ``--cores C`` shares C cores among all workers' CPU work (processor sharing), which is how the
+  real benchmark runs 64 processes on this 2-core machine; ``--cores 0`` gives each worker its own
+  core, as on Polaris (4 workers and 32 cores per node).
+* Workers start spread over ``--start-spread`` seconds (default 0.1 s per worker, what the real
+  benchmark measured from the first to the last worker's first evaluation at 64 workers).
+
+Reports utilization (paper's definition, window from the first evaluation start), evaluations
+per worker, step overhead, and filesystem operations per second. Prints JSON; ``--json OUT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import heapq
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+DEFAULT_COSTS = {  # seconds; measured on the 2-core VM, used with --no-calibrate
+    "step_s": {"0": 0.002, "100": 0.03, "300": 0.045, "1000": 0.07, "5000": 0.09},
+    "read_s": 0.0015,
+    "publish_s": 0.004,
+    "list_per_entry_s": 2e-6,
+}
+N_INITIAL = 10
+SEGMENTS_KEPT_PER_WRITER = 17  # compaction every 16 segments: what a bucket listing holds per writer
+
+
+# -- calibration ------------------------------------------------------------------------------------
+def calibrate() -> dict[str, Any]:
+    """Time the real code paths on this machine (about 10-20 s)."""
+    from adbo.objectives.synthetic import SyntheticObjective
+    from adbo.proposer import Proposer
+    from adbo.rows import OK, EvalRow
+    from adbo.segments import read_segment, write_segment
+    from adbo.space import SearchSpace
+
+    objective = SyntheticObjective("ackley", 10)
+    space = SearchSpace(objective.space())
+    rng = np.random.default_rng(0)
+    step: dict[str, float] = {}
+    for n in (100, 300, 1000, 5000):
+        X = space.sample(n, rng)
+        y = np.array([objective.value(p) for p in space.decode(X)])
+        status = np.full(n, OK, dtype=np.int8)
+        proposer = Proposer(space, maximize=False, seed=1)
+        proposer.design_used = len(proposer.design)
+        exclude = set(space.keys(X))
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            proposer.propose(X, y, status, exclude)
+            times.append(time.perf_counter() - t0)
+        step[str(n)] = float(np.median(times))
+    step["0"] = 0.002
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [EvalRow(worker=1, seq=s, status=OK, x=rng.random(10), params={"x0": 0.0}, objective=1.0, gen=s + 1)
+                for s in range(2)]
+        t0 = time.perf_counter()
+        for k in range(100):
+            path = Path(tmp) / f"s{k}.h5.tmp"
+            write_segment(path, rows, "RUN", 1, 10)
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(path, Path(tmp) / f"s{k}.h5")
+        publish = (time.perf_counter() - t0) / 100
+        t0 = time.perf_counter()
+        for k in range(100):
+            read_segment(Path(tmp) / f"s{k}.h5", "RUN", 10, 1, None, False)
+        read = (time.perf_counter() - t0) / 100
+        for k in range(1000):
+            (Path(tmp) / f"n{k}").touch()
+        t0 = time.perf_counter()
+        for _ in range(20):
+            [e.name for e in os.scandir(tmp)]
+        per_entry = (time.perf_counter() - t0) / 20 / 1100
+    return {"step_s": dict(sorted(step.items(), key=lambda kv: int(kv[0]))), "read_s": read,
+            "publish_s": publish, "list_per_entry_s": per_entry}
+
+
+def step_cost(costs: dict[str, Any]) -> Callable[[int], float]:
+    """Step time as a function of results known: interpolated in log(n), flat beyond the table
+    (the surrogate is fitted on at most 1,000 points)."""
+    table = sorted((int(k), float(v)) for k, v in costs["step_s"].items())
+    ns = np.log1p([n for n, _ in table])
+    vs = np.array([v for _, v in table])
+
+    def cost(n: int) -> float:
+        if n < N_INITIAL:
+            return table[0][1]
+        return float(np.interp(math.log1p(n), ns, vs))
+
+    return cost
+
+
+# -- the processor-sharing CPU ------------------------------------------------------------------------
+class Cpu:
+    """``cores`` shared by all running jobs (processor sharing); 0 means a core per job."""
+
+    def __init__(self, cores: float):
+        self.cores = cores
+        self.jobs: dict[int, float] = {}  # job id -> remaining CPU seconds
+        self.now = 0.0
+
+    def rate(self) -> float:
+        k = len(self.jobs)
+        return 1.0 if self.cores <= 0 or k <= self.cores else self.cores / k
+
+    def advance(self, t: float) -> None:
+        if self.jobs and t > self.now:
+            done = (t - self.now) * self.rate()
+            for j in self.jobs:
+                self.jobs[j] -= done
+        self.now = t
+
+    def next_finish(self) -> tuple[float, int] | None:
+        if not self.jobs:
+            return None
+        j = min(self.jobs, key=self.jobs.__getitem__)
+        return self.now + max(0.0, self.jobs[j]) / self.rate(), j
+
+
+# -- the simulation ----------------------------------------------------------------------------------
+def simulate(workers: int, eval_time: tuple[float, float], duration: float, costs: dict[str, Any],
+             cores: float = 0.0, overlap: bool = False, open_ms: float = 0.0, list_ms: float = 0.0,
+             publish_ms: float = 0.0, start_spread: float | None = None, seed: int = 0) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    step_s = step_cost(costs)
+    read_s, publish_s, per_entry = costs["read_s"], costs["publish_s"], costs["list_per_entry_s"]
+    buckets = math.ceil(workers / 64)
+    spread = 0.1 * workers if start_spread is None else start_spread
+    horizon = duration + spread + 3 * (eval_time[0] + 3 * eval_time[1])
+    cpu = Cpu(cores)
+    events: list[tuple[float, int, str, int]] = []  # (time, tiebreak, kind, worker)
+    counter = 0
+    publishes: list[float] = []  # times segments became visible, in order
+    finals_visible: list[float] = []  # times final rows became visible, in order
+    last_scan = np.zeros(workers)
+    pending_final = np.zeros(workers, dtype=bool)
+    phase: dict[int, str] = {}
+    cpu_job_of: dict[int, int] = {}
+    step_started = np.zeros(workers)
+    eval_start = np.full(workers, np.nan)
+    ahead_done = np.ones(workers, dtype=bool)
+    eval_done = np.zeros(workers, dtype=bool)
+    starts: list[float] = []
+    ends: list[float] = []
+    overheads: list[float] = []
+    opens = listings = writes = 0
+    next_job = 0
+
+    def at(t: float, kind: str, w: int) -> None:
+        nonlocal counter
+        counter += 1
+        heapq.heappush(events, (t, counter, kind, w))
+
+    def run_cpu(t: float, work: float, w: int, then: str, latency: float = 0.0) -> None:
+        """CPU work, then a wait (filesystem latency), then event ``then`` for worker w."""
+        nonlocal next_job
+        if cpu.cores <= 0:  # a core of its own: no sharing to simulate
+            at(t + work + latency, then, w)
+            return
+        next_job += 1
+        cpu.jobs[next_job] = work
+        cpu_job_of[next_job] = w
+        phase[next_job] = f"{then}|{latency}"
+
+    def scan_work(t: float, w: int) -> tuple[float, float]:
+        nonlocal opens, listings
+        new = len(publishes) - bisect.bisect_right(publishes, last_scan[w])
+        entries = min(workers, 64) * SEGMENTS_KEPT_PER_WRITER
+        listings += buckets
+        opens += new
+        last_scan[w] = t
+        work = new * read_s + buckets * entries * per_entry + step_s(len(finals_visible))
+        return work, new * open_ms / 1e3 + buckets * list_ms / 1e3
+
+    def begin_step(t: float, w: int) -> None:
+        step_started[w] = t
+        if overlap and not math.isnan(eval_start[w]):
+            run_cpu(t, publish_s, w, "published", publish_ms / 1e3)  # scan+step were done ahead
+        else:
+            work, latency = scan_work(t, w)
+            run_cpu(t, work + publish_s, w, "published", latency + publish_ms / 1e3)
+
+    def published(t: float, w: int) -> None:
+        nonlocal writes
+        writes += 1
+        publishes.append(t)
+        if pending_final[w]:
+            finals_visible.append(t)
+            pending_final[w] = False
+        overheads.append(t - step_started[w])
+        eval_start[w] = t
+        starts.append(t)
+        ends.append(math.nan)
+        at(t + max(0.0, float(rng.normal(*eval_time))), "evaluated", w)
+        if overlap:
+            ahead_done[w] = False
+            eval_done[w] = False
+            work, latency = scan_work(t, w)
+            run_cpu(t, work, w, "ahead", latency)
+
+    def evaluated(t: float, w: int, index: int) -> None:
+        ends[index] = t
+        pending_final[w] = True
+        if t >= horizon:
+            return
+        if overlap and not ahead_done[w]:
+            eval_done[w] = True  # the step waits for the background scan and proposal
+            return
+        begin_step(t, w)
+
+    eval_index: dict[int, int] = {}
+    for w in range(workers):
+        at(float(rng.uniform(0.0, spread)) if workers > 1 else 0.0, "start", w)
+    while True:
+        nxt = cpu.next_finish()
+        if not events and nxt is None:
+            break
+        if nxt is not None and (not events or nxt[0] <= events[0][0]):
+            t, job = nxt
+            cpu.advance(t)
+            del cpu.jobs[job]
+            w = cpu_job_of.pop(job)
+            then, latency = phase.pop(job).split("|")
+            at(t + float(latency), then, w)
+            continue
+        t, _, kind, w = heapq.heappop(events)
+        cpu.advance(t)
+        if t > horizon and kind != "evaluated":
+            continue
+        if kind == "start":
+            eval_start[w] = math.nan
+            begin_step(t, w)
+        elif kind == "published":
+            eval_index[w] = len(starts)
+            published(t, w)
+        elif kind == "evaluated":
+            evaluated(t, w, eval_index[w])
+        elif kind == "ahead":
+            ahead_done[w] = True
+            if eval_done[w]:
+                eval_done[w] = False
+                begin_step(t, w)
+    s, e = np.array(starts), np.array(ends)
+    t0 = float(s.min())
+    t1 = t0 + duration
+    busy = np.clip(np.minimum(np.where(np.isfinite(e), e, t1), t1) - np.maximum(s, t0), 0.0, None)
+    window_starts = (s >= t0) & (s < t1)
+    return {
+        "workers": workers, "eval_time": list(eval_time), "duration_s": duration, "cores": cores,
+        "overlap": overlap, "utilization": float(busy.sum() / (workers * duration)),
+        "evaluations_per_worker": float(((e <= t1) & np.isfinite(e)).sum() / workers),
+        "median_overhead_s": float(np.median(overheads)), "mean_overhead_s": float(np.mean(overheads)),
+        "fs_ops_per_s": {"opens": opens / horizon, "listings": listings / horizon, "publishes": writes / horizon},
+        "results_at_end": len(finals_visible), "steps_in_window": int(window_starts.sum()),
+    }
+
+
+def simulate_centralized(workers: int, eval_time: tuple[float, float], duration: float,
+                         manager_step: Callable[[int], float], seed: int = 0) -> dict[str, Any]:
+    """One manager proposes for everyone, one request at a time (first come, first served)."""
+    rng = np.random.default_rng(seed)
+    free_at = 0.0
+    results = 0
+    finishing: list[tuple[float, int]] = [(0.0, w) for w in range(workers)]
+    heapq.heapify(finishing)
+    starts, ends = [], []
+    horizon = duration + 3 * (eval_time[0] + 3 * eval_time[1])
+    while finishing:
+        t, w = heapq.heappop(finishing)
+        if t > horizon:
+            continue
+        begin = max(t, free_at) + manager_step(results)
+        free_at = begin
+        end = begin + max(0.0, float(rng.normal(*eval_time)))
+        starts.append(begin)
+        ends.append(end)
+        results += 1
+        heapq.heappush(finishing, (end, w))
+    s, e = np.array(starts), np.array(ends)
+    t0 = float(s.min())
+    t1 = t0 + duration
+    busy = np.clip(np.minimum(e, t1) - np.maximum(s, t0), 0.0, None)
+    return {"workers": workers, "utilization": float(busy.sum() / (workers * duration)),
+            "evaluations_per_worker": float((e <= t1).sum() / workers)}
+
+
+FS_PRESETS = {"local": (0.0, 0.0, 0.0), "lustre": (1.0, 2.0, 5.0)}
+DEEPHYPER_CBO_STEP_S = {"0": 1.0, "100": 2.64, "1000": 2.0, "20000": 3.2, "40000": 2.83}
+"""DeepHyper 0.13 CBO seconds per step on this VM (benchmarks/step_overhead.py, same run as adbo's)."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", default="8,32,64", help="comma-separated worker counts (default 8,32,64)")
+    parser.add_argument("--eval-time", default="10,3", help="evaluation time MEAN,STD seconds (default 10,3)")
+    parser.add_argument("--duration", type=float, default=300.0, help="utilization window, seconds (default 300)")
+    parser.add_argument("--cores", type=float, default=0.0,
+                        help="cores shared by all workers (2 reproduces this VM); 0: one per worker (default)")
+    parser.add_argument("--overlap", action="store_true", help="scan and propose during the evaluation")
+    parser.add_argument("--fs", choices=sorted(FS_PRESETS), default="local",
+                        help="filesystem latencies: local (0) or lustre (1 ms open, 2 ms listing, 5 ms publish)")
+    parser.add_argument("--start-spread", type=float, default=None,
+                        help="seconds over which workers start (default 0.1 s per worker)")
+    parser.add_argument("--no-calibrate", action="store_true", help="use DEFAULT_COSTS instead of timing this machine")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    mean, std = (float(v) for v in args.eval_time.split(","))
+    costs = DEFAULT_COSTS if args.no_calibrate else calibrate()
+    open_ms, list_ms, publish_ms = FS_PRESETS[args.fs]
+    dh_step = step_cost({"step_s": DEEPHYPER_CBO_STEP_S})
+    results = []
+    for n in (int(v) for v in args.workers.split(",")):
+        t0 = time.time()
+        adbo_run = simulate(n, (mean, std), args.duration, costs, args.cores, args.overlap, open_ms, list_ms,
+                            publish_ms, args.start_spread, args.seed)
+        central = simulate_centralized(n, (mean, std), args.duration, dh_step, args.seed)
+        adbo_run["centralized_deephyper_utilization"] = central["utilization"]
+        adbo_run["simulated_in_s"] = time.time() - t0
+        results.append(adbo_run)
+        print(f"N={n:>6}: adbo {adbo_run['utilization']:.1%} (median overhead {adbo_run['median_overhead_s']:.3f} s, "
+              f"{adbo_run['fs_ops_per_s']['opens']:.0f} opens/s), centralized {central['utilization']:.1%}", flush=True)
+    out = {"machine": f"{platform.node()} ({os.cpu_count()} cores), python {platform.python_version()}",
+           "costs": costs, "fs": args.fs, "fs_latency_ms": {"open": open_ms, "listing": list_ms, "publish": publish_ms},
+           "results": results}
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
