@@ -125,12 +125,20 @@ def distribution(values: list[float] | np.ndarray) -> dict[str, float]:
 
 
 def summarize(name: str, workers: int, duration: float, starts: list[float], ends: list[float],
-              overheads: list[float], extra: dict[str, Any]) -> dict[str, Any]:
+              overheads: list[float], extra: dict[str, Any], worker_of: list[int] | None = None) -> dict[str, Any]:
     s, e = np.asarray(starts, dtype=float), np.asarray(ends, dtype=float)
     t0 = float(s.min())
     done = np.isfinite(e) & (e <= t0 + duration)
+    steady = {}
+    if worker_of is not None:
+        # From the moment the last worker began its first evaluation: what a long run converges to.
+        w = np.asarray(worker_of)
+        last_first = max(float(s[w == k].min()) for k in np.unique(w))
+        if last_first < t0 + duration:
+            steady = {"steady_state_utilization": utilization(s, e, last_first, t0 + duration - last_first, workers),
+                      "first_to_last_worker_start_s": last_first - t0}
     out = {"method": name, "workers": workers, "duration_s": duration,
-           "utilization": utilization(s, e, t0, duration, workers),
+           "utilization": utilization(s, e, t0, duration, workers), **steady,
            "evaluations_completed": int(done.sum()),
            "bo_overhead_s": distribution(overheads), **extra}
     print(f"{name:>24} N={workers}: utilization {out['utilization']:.1%}, "
@@ -193,7 +201,8 @@ def run_adbo(workers: int, eval_time: tuple[float, float], duration: float, work
                       "cpu_s_per_evaluation": watch.total_cpu_s() / max(1, len(rows)),
                       "startup_s": {"launch_to_first_start": first_start - launched,
                                     "first_to_last_worker_start": max(per_worker_first.values()) - first_start},
-                      "segments_read_by_final_scan": reader.opens, **extra})
+                      "segments_read_by_final_scan": reader.opens, **extra},
+                     worker_of=[r.worker for r in rows])
 
 
 # -- DeepHyper decentralized ---------------------------------------------------------------------
@@ -247,7 +256,7 @@ def run_deephyper_decentralized(workers: int, eval_time: tuple[float, float], du
     starts = [r[1] for r in records]
     ends = [r[2] for r in records]
     return summarize("deephyper_decentralized", workers, duration, starts, ends, [r[3] for r in records],
-                     {"peak_rss_mib": peak})
+                     {"peak_rss_mib": peak}, worker_of=[r[0] for r in records])
 
 
 def _collect_until_window_end(out: Any, duration: float) -> list[tuple]:
@@ -308,7 +317,7 @@ def run_centralized(workers: int, eval_time: tuple[float, float], duration: floa
     peak = watch.stop()
     cbo.close()
     return summarize("centralized_deephyper", workers, duration, [r[1] for r in records], [r[2] for r in records],
-                     [r[3] for r in records], {"peak_rss_mib": peak})
+                     [r[3] for r in records], {"peak_rss_mib": peak}, worker_of=[r[0] for r in records])
 
 
 def main() -> None:
