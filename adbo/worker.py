@@ -312,16 +312,20 @@ class Worker:
         seq = self._resume()
         self.log.info("worker %d starting at sequence %d, kappa0=%.3f, %d rows known",
                       self.worker_id, seq, self.proposer.schedule.kappa0, len(self.table))
+        t_eval_end: float | None = None
         while True:
-            t_step = time.time()
+            # The overhead before an evaluation runs from the end of the previous one, so it
+            # includes any wait for the background step (overlap) and the bookkeeping in between.
+            t_step = t_eval_end if t_eval_end is not None else time.time()
             ahead, self._ahead = self._ahead, None
             if ahead is not None and ahead.result is not None:
                 scan_s = ahead.scan_s  # scanned during the evaluation, off the critical path
                 self._last_ahead_work_s = ahead.work_s
             else:
                 ahead = None
+                t_scan = time.time()
                 self.scan()
-                scan_s = time.time() - t_step
+                scan_s = time.time() - t_scan
             reason = self.stop_reason()
             if reason:
                 break
@@ -353,7 +357,7 @@ class Worker:
                 cut_by_deadline = timeout is None or left < timeout
                 timeout = min(timeout, left) if timeout is not None else left
             outcome = evaluate(self.objective, params, timeout)
-            t_end = time.time()
+            t_end = t_eval_end = time.time()
             if self._ahead is not None:
                 self._ahead.join()  # the table is the background thread's until it is done
             if outcome.status == TIMEOUT and cut_by_deadline:
