@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
-import platform
 import time
 
 import numpy as np
+
+from _report import emit, machine
 
 from adbo.objectives.synthetic import SyntheticObjective
 from adbo.proposer import Proposer, ProposerSettings
@@ -74,13 +74,10 @@ def main() -> None:
         results[liar] = {"best": best, "median": float(np.median(best)),
                          "quartiles": [float(np.percentile(best, 25)), float(np.percentile(best, 75))]}
         print(liar, results[liar], flush=True)
-    out = {"machine": f"{platform.node()}, python {platform.python_version()}", "problem": args.problem,
+    out = {"machine": machine(), "problem": args.problem,
            "dim": args.dim, "workers": args.workers, "budget": args.budget, "seeds": args.seeds,
            "results": results, "seconds": time.time() - t0}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        open(args.json, "w").write(text + "\n")
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import argparse
 import heapq
 import json
 import os
-import platform
 import re
 import sys
 import time
@@ -44,6 +43,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _report import emit, machine  # noqa: E402
 
 from adbo.objectives.synthetic import SyntheticObjective  # noqa: E402
 from adbo.proposer import Proposer, ProposerSettings  # noqa: E402
@@ -423,16 +424,13 @@ def main() -> None:
                         continue
                     records.append(run_or_load(cache, method, problem, workers, seed, args.budget, (mean, std), args.rerun))
     speedup_workers = max(worker_counts)
-    out = {"machine": f"{platform.node()} ({os.cpu_count()} cores), python {platform.python_version()}",
+    out = {"machine": machine(),
            "eval_time": [mean, std], "budget": args.budget, "seeds": args.seeds, "methods": methods,
            **report(records, args.adbo_method, speedup_workers), "seconds": time.time() - t0}
     if args.plots:
         for workers in worker_counts:
             plot(records, workers, Path(args.plots) / f"quality_{workers}w.png", methods)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

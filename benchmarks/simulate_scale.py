@@ -37,13 +37,14 @@ import heapq
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from _report import emit, machine
 
 DEFAULT_COSTS = {  # seconds; measured on the 2-core VM by calibrate(), used with --no-calibrate
     "step_s": {"0": 0.002, "100": 0.034, "300": 0.045, "1000": 0.088, "5000": 0.088},
@@ -438,11 +439,8 @@ def main() -> None:
     costs = DEFAULT_COSTS if args.no_calibrate else calibrate()
     if args.validate:
         rows = validate(args.validate, costs, args.other_cpu_per_eval)
-        text = json.dumps({"costs": costs, "other_cpu_per_eval_s": args.other_cpu_per_eval, "validation": rows},
-                          indent=2)
-        print(text)
-        if args.json:
-            Path(args.json).write_text(text + "\n")
+        emit({"machine": machine(), "costs": costs, "other_cpu_per_eval_s": args.other_cpu_per_eval,
+              "validation": rows}, args.json)
         return
     open_ms, list_ms, publish_ms = FS_PRESETS[args.fs]
     dh_step = step_cost({"step_s": DEEPHYPER_CBO_STEP_S})
@@ -457,7 +455,7 @@ def main() -> None:
         results.append(adbo_run)
         print(f"N={n:>6}: adbo {adbo_run['utilization']:.1%} (median overhead {adbo_run['median_overhead_s']:.3f} s, "
               f"{adbo_run['fs_ops_per_s']['opens']:.0f} opens/s), centralized {central['utilization']:.1%}", flush=True)
-    out = {"machine": f"{platform.node()} ({os.cpu_count()} cores), python {platform.python_version()}",
+    out = {"machine": machine(),
            "costs": costs, "fs": args.fs, "fs_latency_ms": {"open": open_ms, "listing": list_ms, "publish": publish_ms},
            "results": results}
     if args.plot:
@@ -474,10 +472,7 @@ def main() -> None:
         plot(results, args.real, args.plot,
              f"projection: evaluations N({mean:g} s, {std:g} s), {args.duration:g} s window, {cores}, {args.fs} "
              "filesystem\nmeasured: this 2-core VM, evaluations N(10 s, 3 s), 180-240 s windows", extra, validation)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

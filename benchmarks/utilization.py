@@ -26,10 +26,8 @@ process tree. Prints JSON; ``--json OUT`` writes it.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
-import platform
 import queue
 import sys
 import tempfile
@@ -41,6 +39,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _report import emit, machine  # noqa: E402
 
 DIM = 10
 
@@ -346,14 +346,9 @@ def main() -> None:
                 results.append(run_deephyper_decentralized(args.workers, (mean, std), args.duration))
             else:
                 results.append(run_centralized(args.workers, (mean, std), args.duration))
-    out = {"machine": f"{platform.node()} ({os.cpu_count()} cores, "
-                      f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB), "
-                      f"python {platform.python_version()}",
+    out = {"machine": machine(),
            "workers": args.workers, "eval_time": [mean, std], "duration_s": args.duration, "results": results}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit(out, args.json)
 
 
 if __name__ == "__main__":
