@@ -58,6 +58,8 @@ class Proposal:
     x: np.ndarray | None
     n_observations: int
     kappa: float
+    instead_of_fit: bool = False
+    """Sampled because the surrogate was not ready (``propose(surrogate_ready=False)``)."""
 
 
 class Proposer:
@@ -112,14 +114,22 @@ class Proposer:
         chosen = np.concatenate([best, self.rng.choice(rest, size=limit - n_best, replace=False)])
         return X[chosen], scores[chosen]
 
-    def propose(self, X: np.ndarray, y: np.ndarray, status: np.ndarray, exclude: set[bytes]) -> Proposal:
-        """Next configuration not in ``exclude`` (keys of evaluated and in-flight configurations)."""
+    def propose(self, X: np.ndarray, y: np.ndarray, status: np.ndarray, exclude: set[bytes],
+                surrogate_ready: bool = True) -> Proposal:
+        """Next configuration not in ``exclude`` (keys of evaluated and in-flight configurations).
+
+        ``surrogate_ready=False`` says the surrogate's library is still being imported in the
+        background: the worker then keeps sampling the space instead of waiting for the import
+        (which, on cores shared by many workers, can take longer than an evaluation).
+        """
         n_ok = int((status == OK).sum())
         while n_ok < self.settings.n_initial and self.design_used < len(self.design):
             x = self.design[self.design_used]
             self.design_used += 1
             if self.space.keys(x[None])[0] not in exclude:
                 return Proposal(x, 0, float("nan"))
+        if not surrogate_ready:
+            return Proposal(self.random_unseen(exclude), 0, float("nan"), instead_of_fit=True)
         X_fit, scores = self.training_data(X, y, status)
         X_fit, scores = self.subsample(X_fit, scores)
         if len(X_fit) < 2:

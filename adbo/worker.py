@@ -117,6 +117,18 @@ def _worker_logger(run_dir: Path, worker: int) -> logging.Logger:
     return logger
 
 
+def _lower_this_threads_priority() -> None:
+    """Give the calling thread the lowest CPU priority, where the OS allows it per thread.
+
+    Linux keeps a nice value per thread (``setpriority`` on a thread id); elsewhere this does
+    nothing and the thread simply runs at the process's priority.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+
+
 class Worker:
     """The state of one worker's loop; ``run()`` executes it until a stop condition holds."""
 
@@ -141,6 +153,8 @@ class Worker:
         self.deadline = self._deadline(time.time())
         self._ahead: _Ahead | None = None
         self._last_ahead_work_s = 0.0
+        self._surrogate_ready = threading.Event()
+        self._proposals_before_ready = 0
 
     def _deadline(self, started: float) -> float | None:
         """The earliest of the launch's deadline and this worker's allocation end, less the margin.
@@ -205,6 +219,22 @@ class Worker:
         return int(((st == IN_FLIGHT) & (w != self.worker_id)).sum())
 
     # -- proposing ----------------------------------------------------------------------
+    SAMPLES_WHILE_IMPORTING = 3
+    """Space-filling proposals a worker makes, at most, instead of waiting for the surrogate's
+    library to finish importing in the background; after that it waits. On a node with a core
+    per worker the import is done within the first evaluation and this never happens; where
+    dozens of workers share two cores it keeps them evaluating instead of idling."""
+
+    def _surrogate_usable(self) -> bool:
+        return self._surrogate_ready.is_set() or self._proposals_before_ready >= self.SAMPLES_WHILE_IMPORTING
+
+    def _propose_now(self) -> Any:
+        X, y, st = self.table.view()
+        p = self.proposer.propose(X, y, st, self.seen_keys, self._surrogate_usable())
+        if p.instead_of_fit:
+            self._proposals_before_ready += 1
+        return p
+
     def propose(self, ahead: "_Ahead | None" = None) -> tuple[np.ndarray | None, int, float]:
         """Next configuration, the number of observations its model was fitted on, and kappa.
 
@@ -214,8 +244,7 @@ class Worker:
             p = ahead.result
             if p is not None and p.x is not None and self.space.keys(p.x[None])[0] not in self.seen_keys:
                 return p.x, p.n_observations, p.kappa
-        X, y, st = self.table.view()
-        p = self.proposer.propose(X, y, st, self.seen_keys)
+        p = self._propose_now()
         return p.x, p.n_observations, p.kappa
 
     def _ahead_delay(self) -> float:
@@ -250,13 +279,37 @@ class Worker:
                 self.scan()
                 job.scanned_at = time.time()
                 job.scan_s = job.scanned_at - t0
-                X, y, st = self.table.view()
-                job.result = self.proposer.propose(X, y, st, self.seen_keys)
+                job.result = self._propose_now()
                 job.work_s = time.time() - t0
             except Exception:  # noqa: BLE001 - the loop scans and proposes itself instead
                 self.log.exception("scanning and proposing ahead failed")
 
         job.thread = threading.Thread(target=work, name="adbo-propose-ahead", daemon=True)
+        job.thread.start()
+        self._ahead = job
+
+    def _start_scan_ahead(self) -> None:
+        """Read peers' new segments once late in the evaluation, so the step only reads the rest.
+
+        The proposal still comes after the evaluation and after a final scan, so it uses exactly
+        the data it would without this; only the bulk of the reading leaves the critical path
+        (at 64 workers about two thirds of it). If the evaluation ends before the scan is due,
+        nothing is read here.
+        """
+        job = _Ahead()
+        delay = self._ahead_delay()
+
+        def work() -> None:
+            try:
+                if job.evaluation_over.wait(delay):
+                    return
+                t0 = time.time()
+                self.scan()
+                self._last_ahead_work_s = job.scan_s = time.time() - t0
+            except Exception:  # noqa: BLE001 - the step scans itself anyway
+                self.log.exception("scanning ahead failed")
+
+        job.thread = threading.Thread(target=work, name="adbo-scan-ahead", daemon=True)
         job.thread.start()
         self._ahead = job
 
@@ -290,12 +343,17 @@ class Worker:
 
         scikit-learn takes about a second of CPU to import; paid at the first fit, it lands on the
         critical path of every worker at once (on a 64-worker, 2-core run the first BO step took
-        18 s instead of 0.2 s). Here it overlaps the space-filling evaluations instead.
+        18 s instead of 0.2 s). Here it overlaps the space-filling evaluations instead, at the
+        lowest CPU priority: where workers share cores, peers that are still starting come first
+        (at full priority the warm-ups stretched the spread of 64 workers' first starts on
+        2 cores from about 10 s to 35 s).
         """
         if not isinstance(self.settings.surrogate, str):
+            self._surrogate_ready.set()
             return  # a user's own instance: fitting it here could race with the real fit
 
         def work() -> None:
+            _lower_this_threads_priority()
             try:
                 rng = np.random.default_rng(0)
                 model = make_surrogate(self.settings.surrogate, seed=0)
@@ -303,6 +361,8 @@ class Worker:
                 model.predict(rng.random((4, self.space.dim)), return_std=True)
             except Exception:  # noqa: BLE001 - only a warm-up: the real fit reports real problems
                 pass
+            finally:
+                self._surrogate_ready.set()
 
         threading.Thread(target=work, name="adbo-warm-up", daemon=True).start()
 
@@ -349,6 +409,8 @@ class Worker:
             self.seen_keys.add(self.space.keys(x[None])[0])
             if self.settings.overlap:
                 self._start_ahead()
+            else:
+                self._start_scan_ahead()
             t_start = time.time()
             timeout = self.settings.eval_timeout
             cut_by_deadline = False

@@ -3,8 +3,9 @@
 
 Every search runs in *virtual time* on the real proposal code of each package. Each evaluation of
 the test function is instantaneous in reality but is given a simulated duration drawn from
-N(mean, std) (default N(10 s, 3 s), clipped at 0.1 s), and each worker's BO step adds the wall time
-it really took on this machine. Workers finish out of order, so every asynchronous method always
+N(mean, std) (default N(10 s, 3 s), clipped at 0.1 s), and each worker's BO step adds the CPU time
+it really took on this machine (process CPU time, not wall time, so that other jobs on a shared
+machine, or a paused run, do not change the result). Workers finish out of order, so every asynchronous method always
 has peers' work in flight, exactly as on a cluster whose nodes each run one worker. Time on a
 shared 2-core machine would otherwise be measured under contention no cluster node has.
 
@@ -102,17 +103,17 @@ class AdboSearch:
         return start + min(delay, took)
 
     def ask(self, w: int) -> tuple[dict[str, Any], int]:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         as_of = self._ahead_time(w)
         if as_of is None:
             x = self.proposers[w].propose(self.X, self.y, self.status, self.exclude).x
-            self.critical_s = time.perf_counter() - t0
+            self.critical_s = time.process_time() - t0
         else:
             known = self.t_start <= as_of
             status = np.where(self.t_end[known] <= as_of, OK, IN_FLIGHT).astype(np.int8)
             y = np.where(status == OK, self.y[known], np.nan)
             x = self.proposers[w].propose(self.X[known], y, status, self.exclude).x
-            self.work_s[w] = time.perf_counter() - t0
+            self.work_s[w] = time.process_time() - t0
             self.stale.append(int(((self.t_end > as_of) & (self.t_end <= self.now)).sum()))
             self.critical_s = 0.0 if as_of < self.now else self.work_s[w]
         self._start(x, w)
@@ -218,10 +219,10 @@ def simulate(method: str, problem: str, workers: int, budget: int, seed: int,
 
     def start(w: int, now: float) -> None:
         nonlocal started
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         search.now = now
         config, handle = search.ask(w)
-        step = getattr(search, "critical_s", time.perf_counter() - t0)  # what delays the evaluation
+        step = getattr(search, "critical_s", time.process_time() - t0)  # what delays the evaluation
         steps.append(step)
         value = objective.value(config)
         heapq.heappush(events, (now + step + float(durations[started]), started, w, handle, config, value))

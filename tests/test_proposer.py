@@ -104,3 +104,15 @@ def test_bad_options_are_refused():
     for bad in (dict(liar="sometimes"), dict(scaling="rank"), dict(acquisition="pi")):
         with pytest.raises(ValueError, match="unknown"):
             Proposer(SPACE, settings=ProposerSettings(**bad))
+
+
+def test_a_proposer_whose_surrogate_is_not_ready_samples_instead_of_fitting():
+    rng = np.random.default_rng(3)
+    X, y, st = history(50, rng)
+    p = Proposer(SPACE, maximize=True, seed=1)
+    p.design_used = len(p.design)
+    waiting = p.propose(X, y, st, set(SPACE.keys(X)), surrogate_ready=False)
+    assert waiting.instead_of_fit and waiting.n_observations == 0 and p.bo_steps == 0
+    assert SPACE.keys(waiting.x[None])[0] not in set(SPACE.keys(X))
+    fitted = p.propose(X, y, st, set(SPACE.keys(X)))
+    assert not fitted.instead_of_fit and fitted.n_observations == 50 and p.bo_steps == 1

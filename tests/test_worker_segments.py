@@ -63,3 +63,22 @@ def test_the_last_result_is_published_when_the_worker_stops(tmp_path):
     rows = rows_by_seq(run_dir)
     assert len(rows) == 3 and all(r.status == OK for r in rows), [(r.seq, r.status) for r in rows]
     assert not any(r.status == IN_FLIGHT for r in rows)
+
+
+def test_a_worker_samples_at_most_three_times_while_its_surrogate_imports(tmp_path):
+    """Until the background import is done a worker samples the space, then it fits regardless."""
+    from adbo.worker import Worker, WorkerSettings
+
+    run_dir = str(tmp_path / "run")
+    objective = StopsTheRun(run_dir, n=10**9)
+    start_run(run_dir, objective)
+    report = run_worker(run_dir, 0, objective, {"max_evals": 4, "n_initial": 2, "seed": 3})
+    assert report["evaluations"] == 4
+    # A second worker that never started its warm-up: its library counts as still importing.
+    worker = Worker(run_dir, 1, objective, WorkerSettings(max_evals=None, n_initial=2, seed=4))
+    worker.scan()
+    worker.proposer.design_used = len(worker.proposer.design)
+    fits = [worker.propose()[1] for _ in range(5)]
+    assert fits == [0, 0, 0, 4, 4], fits
+    worker._surrogate_ready.set()
+    assert worker.propose()[1] == 4
