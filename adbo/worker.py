@@ -117,14 +117,14 @@ def _worker_logger(run_dir: Path, worker: int) -> logging.Logger:
     return logger
 
 
-def _lower_this_threads_priority() -> None:
-    """Give the calling thread the lowest CPU priority, where the OS allows it per thread.
+def _set_thread_priority(native_id: int, nice: int) -> None:
+    """Set one thread's nice value where the OS keeps one per thread (Linux); else do nothing.
 
-    Linux keeps a nice value per thread (``setpriority`` on a thread id); elsewhere this does
-    nothing and the thread simply runs at the process's priority.
+    Raising a priority back may need privileges (CAP_SYS_NICE or RLIMIT_NICE); without them the
+    thread keeps the lower one, which only matters where workers share cores.
     """
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        os.setpriority(os.PRIO_PROCESS, native_id, nice)
     except (AttributeError, OSError):
         pass
 
@@ -155,6 +155,7 @@ class Worker:
         self._last_ahead_work_s = 0.0
         self._surrogate_ready = threading.Event()
         self._proposals_before_ready = 0
+        self._warm_up_thread_id: int | None = None
 
     def _deadline(self, started: float) -> float | None:
         """The earliest of the launch's deadline and this worker's allocation end, less the margin.
@@ -226,7 +227,15 @@ class Worker:
     dozens of workers share two cores it keeps them evaluating instead of idling."""
 
     def _surrogate_usable(self) -> bool:
-        return self._surrogate_ready.is_set() or self._proposals_before_ready >= self.SAMPLES_WHILE_IMPORTING
+        if self._surrogate_ready.is_set():
+            return True
+        if self._proposals_before_ready < self.SAMPLES_WHILE_IMPORTING:
+            return False
+        if self._warm_up_thread_id is not None:
+            # The step now waits for the import: it must not run at the lowest priority any more.
+            _set_thread_priority(self._warm_up_thread_id, os.getpriority(os.PRIO_PROCESS, 0))
+            self._warm_up_thread_id = None
+        return True
 
     def _propose_now(self) -> Any:
         X, y, st = self.table.view()
@@ -288,24 +297,32 @@ class Worker:
         job.thread.start()
         self._ahead = job
 
+    def _rescan_interval(self, last_scan_s: float) -> float:
+        """Seconds between background scans: at least 1 s and 5% of a typical evaluation (so a
+        run of hour-long evaluations does not list the shards every second), and at least ten
+        times the last scan (so scanning never takes more than a tenth of a core)."""
+        typical = statistics.median(self.durations[-50:]) if self.durations else 0.0
+        return max(1.0, 0.05 * typical, 10.0 * last_scan_s)
+
     def _start_scan_ahead(self) -> None:
-        """Read peers' new segments once late in the evaluation, so the step only reads the rest.
+        """Read peers' new segments during the evaluation, so the step only reads the last few.
 
         The proposal still comes after the evaluation and after a final scan, so it uses exactly
-        the data it would without this; only the bulk of the reading leaves the critical path
-        (at 64 workers about two thirds of it). If the evaluation ends before the scan is due,
-        nothing is read here.
+        the data it would without this; only the reading leaves the critical path (at 64 workers
+        on 2 cores it was the larger half of the step). Scans start late in the evaluation
+        (``_ahead_delay``) and repeat every ``_rescan_interval`` until it ends.
         """
         job = _Ahead()
         delay = self._ahead_delay()
 
         def work() -> None:
             try:
-                if job.evaluation_over.wait(delay):
-                    return
-                t0 = time.time()
-                self.scan()
-                self._last_ahead_work_s = job.scan_s = time.time() - t0
+                wait = delay
+                while not job.evaluation_over.wait(wait):
+                    t0 = time.time()
+                    self.scan()
+                    self._last_ahead_work_s = job.scan_s = time.time() - t0
+                    wait = self._rescan_interval(job.scan_s)
             except Exception:  # noqa: BLE001 - the step scans itself anyway
                 self.log.exception("scanning ahead failed")
 
@@ -346,14 +363,16 @@ class Worker:
         18 s instead of 0.2 s). Here it overlaps the space-filling evaluations instead, at the
         lowest CPU priority: where workers share cores, peers that are still starting come first
         (at full priority the warm-ups stretched the spread of 64 workers' first starts on
-        2 cores from about 10 s to 35 s).
+        2 cores from about 10 s to 35 s). Until it is done the worker samples the space
+        (``SAMPLES_WHILE_IMPORTING``); when it must wait, the thread gets its priority back.
         """
         if not isinstance(self.settings.surrogate, str):
             self._surrogate_ready.set()
             return  # a user's own instance: fitting it here could race with the real fit
 
         def work() -> None:
-            _lower_this_threads_priority()
+            self._warm_up_thread_id = threading.get_native_id()
+            _set_thread_priority(self._warm_up_thread_id, 19)
             try:
                 rng = np.random.default_rng(0)
                 model = make_surrogate(self.settings.surrogate, seed=0)
@@ -363,6 +382,7 @@ class Worker:
                 pass
             finally:
                 self._surrogate_ready.set()
+                self._warm_up_thread_id = None
 
         threading.Thread(target=work, name="adbo-warm-up", daemon=True).start()
 

@@ -4,8 +4,11 @@
 Each simulated worker runs adbo's loop: scan (list the shard buckets, open and read every segment
 published since its last scan), BO step (fit and propose, a cost that depends on the number of
 results), publish one segment (the final row of the last evaluation with the next in-flight
-row), then evaluate for a time drawn from N(MEAN, STD). With ``--overlap`` the scan and step run
-during the evaluation and only publishing stays on the critical path. A centralized baseline
+row), then evaluate for a time drawn from N(MEAN, STD). As the real worker does, each worker also
+reads peers' new segments during its evaluation (from the 10th percentile of the evaluation time,
+then every max(1 s, 5% of the mean) until it ends), so the scan before the step reads only what
+arrived since. With ``--overlap`` the scan and
+step run during the evaluation and only publishing stays on the critical path. A centralized baseline
 has one manager that serves workers one at a time with its own step cost.
 
 Where the costs come from:
@@ -171,8 +174,13 @@ class Cpu:
 def simulate(workers: int, eval_time: tuple[float, float], duration: float, costs: dict[str, Any],
              cores: float = 0.0, overlap: bool = False, open_ms: float = 0.0, list_ms: float = 0.0,
              publish_ms: float = 0.0, start_spread: float | None = None, seed: int = 0,
-             other_cpu_s: float = 0.0, warmup_cpu_s: float | None = None) -> dict[str, Any]:
+             other_cpu_s: float = 0.0, warmup_cpu_s: float | None = None, scan_ahead: bool = True) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
+    # adbo.worker reads peers' segments during each evaluation (without overlap) from the
+    # worker's 10th-percentile evaluation time on; the step then reads only what arrived since.
+    prefetch_delay = max(0.0, eval_time[0] - 1.2816 * eval_time[1] - 0.2)
+    rescan_interval = max(1.0, 0.05 * eval_time[0])  # then again at this interval until it ends
+    prefetch_due: dict[int, int] = {}
     warmup = costs.get("warmup_s", 0.0) if warmup_cpu_s is None else warmup_cpu_s
     warmed = np.zeros(workers, dtype=bool)
     step_s = step_cost(costs)
@@ -215,14 +223,14 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
         cpu_job_of[next_job] = w
         phase[next_job] = f"{then}|{latency}"
 
-    def scan_work(t: float, w: int) -> tuple[float, float]:
+    def scan_work(t: float, w: int, with_step: bool = True) -> tuple[float, float]:
         nonlocal opens, listings
         new = len(publishes) - bisect.bisect_right(publishes, last_scan[w])
         entries = min(workers, 64) * SEGMENTS_KEPT_PER_WRITER
         listings += buckets
         opens += new
         last_scan[w] = t
-        work = new * read_s + buckets * entries * per_entry + step_s(len(finals_visible))
+        work = new * read_s + buckets * entries * per_entry + (step_s(len(finals_visible)) if with_step else 0.0)
         return work, new * open_ms / 1e3 + buckets * list_ms / 1e3
 
     def begin_step(t: float, w: int) -> None:
@@ -253,6 +261,9 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
             eval_done[w] = False
             work, latency = scan_work(t, w)
             run_cpu(t, work, w, "ahead", latency)
+        elif scan_ahead:
+            prefetch_due[w] = len(starts) - 1
+            at(t + prefetch_delay, "prefetch", w)
 
     def evaluated(t: float, w: int, index: int) -> None:
         ends[index] = t
@@ -293,6 +304,11 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
             evaluated(t, w, eval_index[w])
         elif kind == "noop":
             pass
+        elif kind == "prefetch":
+            if prefetch_due.get(w) == eval_index[w] and math.isnan(ends[eval_index[w]]):
+                work, latency = scan_work(t, w, with_step=False)  # skipped if the evaluation is over
+                run_cpu(t, work, w, "noop", latency)
+                at(t + rescan_interval, "prefetch", w)
         elif kind == "ahead":
             ahead_done[w] = True
             if eval_done[w]:
@@ -305,7 +321,7 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
     window_starts = (s >= t0) & (s < t1)
     return {
         "workers": workers, "eval_time": list(eval_time), "duration_s": duration, "cores": cores,
-        "overlap": overlap, "utilization": float(busy.sum() / (workers * duration)),
+        "overlap": overlap, "scan_ahead": scan_ahead and not overlap, "utilization": float(busy.sum() / (workers * duration)),
         "evaluations_per_worker": float(((e <= t1) & np.isfinite(e)).sum() / workers),
         "median_overhead_s": float(np.median(overheads)), "mean_overhead_s": float(np.mean(overheads)),
         "fs_ops_per_s": {"opens": opens / horizon, "listings": listings / horizon, "publishes": writes / horizon},
