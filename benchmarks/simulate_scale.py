@@ -145,32 +145,49 @@ def step_cost(costs: dict[str, Any]) -> Callable[[int], float]:
 
 # -- the processor-sharing CPU ------------------------------------------------------------------------
 class Cpu:
-    """``cores`` shared by all running jobs (processor sharing); 0 means a core per job."""
+    """``cores`` shared by all running jobs (processor sharing); 0 means a core per job.
+
+    Jobs in ``low`` (the lowest-priority warm-up threads) only get what the others leave idle.
+    """
 
     def __init__(self, cores: float):
         self.cores = cores
         self.jobs: dict[int, float] = {}  # job id -> remaining CPU seconds
+        self.low: set[int] = set()
         self.now = 0.0
 
-    def rate(self) -> float:
-        k = len(self.jobs)
-        return 1.0 if self.cores <= 0 or k <= self.cores else self.cores / k
+    def rates(self) -> tuple[float, float]:
+        """CPU rate of a normal job and of a low-priority one."""
+        low = len(self.low)
+        normal = len(self.jobs) - low
+        if self.cores <= 0:
+            return 1.0, 1.0
+        r_normal = 1.0 if normal <= self.cores else self.cores / normal
+        spare = max(0.0, self.cores - normal * r_normal)
+        return r_normal, (min(1.0, spare / low) if low else 0.0)
+
+    def rate_of(self, job: int) -> float:
+        r_normal, r_low = self.rates()
+        return r_low if job in self.low else r_normal
 
     def advance(self, t: float) -> None:
         if self.jobs and t > self.now:
-            done = (t - self.now) * self.rate()
+            r_normal, r_low = self.rates()
             for j in self.jobs:
-                self.jobs[j] -= done
+                self.jobs[j] -= (t - self.now) * (r_low if j in self.low else r_normal)
         self.now = t
 
     def next_finish(self) -> tuple[float, int] | None:
-        if not self.jobs:
-            return None
-        j = min(self.jobs, key=self.jobs.__getitem__)
-        return self.now + max(0.0, self.jobs[j]) / self.rate(), j
+        best: tuple[float, int] | None = None
+        for j, left in self.jobs.items():
+            rate = self.rate_of(j)
+            if rate > 0:
+                t = self.now + max(0.0, left) / rate
+                if best is None or t < best[0]:
+                    best = (t, j)
+        return best
 
 
-# -- the simulation ----------------------------------------------------------------------------------
 def simulate(workers: int, eval_time: tuple[float, float], duration: float, costs: dict[str, Any],
              cores: float = 0.0, overlap: bool = False, open_ms: float = 0.0, list_ms: float = 0.0,
              publish_ms: float = 0.0, start_spread: float | None = None, seed: int = 0,
@@ -183,6 +200,9 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
     prefetch_due: dict[int, int] = {}
     warmup = costs.get("warmup_s", 0.0) if warmup_cpu_s is None else warmup_cpu_s
     warmed = np.zeros(workers, dtype=bool)
+    warmup_job: dict[int, int] = {}
+    samples_while_importing = np.zeros(workers, dtype=int)
+    waiting_for_import = np.zeros(workers, dtype=bool)
     step_s = step_cost(costs)
     read_s, publish_s, per_entry = costs["read_s"], costs["publish_s"], costs["list_per_entry_s"]
     buckets = math.ceil(workers / 64)
@@ -235,6 +255,16 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
 
     def begin_step(t: float, w: int) -> None:
         step_started[w] = t
+        job = warmup_job.get(w)
+        if job is not None and job in cpu.jobs and not math.isnan(eval_start[w]):
+            if samples_while_importing[w] < 3:  # Worker.SAMPLES_WHILE_IMPORTING: sample, no fit
+                samples_while_importing[w] += 1
+                work, latency = scan_work(t, w, with_step=False)
+                run_cpu(t, work + publish_s + other_cpu_s, w, "published", latency + publish_ms / 1e3)
+                return
+            cpu.low.discard(job)  # the worker waits for the import, which gets its priority back
+            waiting_for_import[w] = True
+            return
         if overlap and not math.isnan(eval_start[w]):
             run_cpu(t, publish_s + other_cpu_s, w, "published", publish_ms / 1e3)  # scan+step were done ahead
         else:
@@ -255,18 +285,35 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
         at(t + max(0.0, float(rng.normal(*eval_time))), "evaluated", w)
         if not warmed[w] and warmup > 0:
             warmed[w] = True  # the background import of the surrogate's library (adbo.worker._warm_up)
-            run_cpu(t, warmup, w, "noop")
+            run_cpu(t, warmup, w, "warmed")
+            if cpu.cores > 0:
+                cpu.low.add(next_job)
+                warmup_job[w] = next_job
         if overlap:
             ahead_done[w] = False
             eval_done[w] = False
             work, latency = scan_work(t, w)
             run_cpu(t, work, w, "ahead", latency)
-        elif scan_ahead:
+        elif scan_ahead and cpu.cores > 0:  # with a core per worker, evaluated() accounts for it
             prefetch_due[w] = len(starts) - 1
             at(t + prefetch_delay, "prefetch", w)
 
+    def scanned_ahead(t: float, w: int, index: int) -> None:
+        """The background scans of one evaluation, counted at its end: with a core per worker
+        they cost the critical path nothing, and events for each would make 10,000 workers slow."""
+        nonlocal opens, listings
+        first = starts[index] + prefetch_delay
+        if t <= first:
+            return
+        last = first + math.floor((t - first) / rescan_interval) * rescan_interval
+        opens += bisect.bisect_right(publishes, last) - bisect.bisect_right(publishes, last_scan[w])
+        listings += (math.floor((t - first) / rescan_interval) + 1) * buckets
+        last_scan[w] = last
+
     def evaluated(t: float, w: int, index: int) -> None:
         ends[index] = t
+        if scan_ahead and not overlap and cpu.cores <= 0:
+            scanned_ahead(t, w, index)
         pending_final[w] = True
         if t >= horizon:
             return
@@ -304,6 +351,13 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
             evaluated(t, w, eval_index[w])
         elif kind == "noop":
             pass
+        elif kind == "warmed":
+            warmup_job.pop(w, None)
+            if waiting_for_import[w]:
+                waiting_for_import[w] = False
+                step_started_before = step_started[w]
+                begin_step(t, w)
+                step_started[w] = step_started_before
         elif kind == "prefetch":
             if prefetch_due.get(w) == eval_index[w] and math.isnan(ends[eval_index[w]]):
                 work, latency = scan_work(t, w, with_step=False)  # skipped if the evaluation is over
