@@ -539,9 +539,11 @@ def main() -> None:
         cores = f"{args.cores:g} shared cores" if args.cores > 0 else "a core per worker"
         validation = validate(args.real, costs, args.other_cpu_per_eval) if args.real else []
         out["validation"] = validation
+        windows = sorted({json.loads(Path(p).read_text())["duration_s"] for p in args.real})
+        measured = f"{windows[0]:g}-{windows[-1]:g} s windows" if len(windows) > 1 else f"{windows[0]:g} s window" if windows else ""
         plot(results, args.real, args.plot,
              f"projection: evaluations N({mean:g} s, {std:g} s), {args.duration:g} s window, {cores}, {args.fs} "
-             "filesystem\nmeasured: this 2-core VM, evaluations N(10 s, 3 s), 180-240 s windows", extra, validation)
+             f"filesystem\nmeasured: this 2-core VM, evaluations N(10 s, 3 s), {measured}", extra, validation)
     emit(out, args.json)
 
 

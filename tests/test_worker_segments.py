@@ -28,9 +28,9 @@ class StopsTheRun:
         return "tests:StopsTheRun"
 
 
-def start_run(run_dir: str, objective) -> None:
+def start_run(run_dir: str, objective, workers: int = 1) -> None:
     open_run(run_dir, SearchSpace({"a": (0.0, 1.0), "b": (0.0, 1.0)}), objective_identity(objective), "minimize",
-             settings={"workers": 1})
+             settings={"workers": workers})
 
 
 def rows_by_seq(run_dir: str):
@@ -82,3 +82,44 @@ def test_a_worker_samples_at_most_three_times_while_its_surrogate_imports(tmp_pa
     assert fits == [0, 0, 0, 4, 4], fits
     worker._surrogate_ready.set()
     assert worker.propose()[1] == 4
+
+
+class PublishesAPeerRow:
+    """Objective that publishes a result as peer worker 1, then notes whether the running worker's
+    table already holds it before the evaluation ends (it should: the background scan read it)."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir, self.worker, self.calls, self.peer_rows_seen = run_dir, None, 0, []
+
+    def __call__(self, params):
+        import time
+
+        import numpy as np
+
+        from adbo.rows import EvalRow
+        from adbo.storage import SegmentWriter, read_run_info
+
+        info = read_run_info(self.run_dir)
+        x = info.space.sample(1, np.random.default_rng(self.calls))[0]
+        SegmentWriter(self.run_dir, 1, info.run_id, info.space.dim).append(
+            [EvalRow(worker=1, seq=self.calls, status=OK, x=x, params=info.space.decode(x[None])[0], objective=0.5)])
+        self.calls += 1
+        time.sleep(1.6)  # the first evaluations scan at once, then every second
+        table = self.worker.table
+        self.peer_rows_seen.append(int((table.worker[: len(table)] == 1).sum()))
+        return (params["a"] - 0.3) ** 2
+
+    def adbo_identity(self) -> str:
+        return "tests:PublishesAPeerRow"
+
+
+def test_peers_results_are_read_during_the_evaluation(tmp_path):
+    from adbo.worker import Worker, WorkerSettings
+
+    run_dir = str(tmp_path / "run")
+    objective = PublishesAPeerRow(run_dir)
+    start_run(run_dir, objective, workers=2)
+    worker = objective.worker = Worker(run_dir, 0, objective, WorkerSettings(max_evals=None, max_worker_evals=2, seed=1))
+    worker.run()
+    # Each peer row published at the start of an evaluation was in the table before it ended.
+    assert objective.peer_rows_seen == [1, 2], objective.peer_rows_seen
