@@ -38,12 +38,18 @@ def rows_by_seq(run_dir: str):
     return sorted(table.rows, key=lambda r: r.seq)
 
 
-def test_each_final_row_shares_a_segment_with_the_next_in_flight_row(tmp_path):
+def one_worker_run(tmp_path, evaluations: int, n_initial: int, seed: int):
+    """A run directory in which worker 0 has finished ``evaluations`` evaluations."""
     run_dir = str(tmp_path / "run")
     objective = StopsTheRun(run_dir, n=10**9)
     start_run(run_dir, objective)
-    report = run_worker(run_dir, 0, objective, {"max_evals": 6, "n_initial": 3, "seed": 2})
-    assert report["evaluations"] == 6
+    report = run_worker(run_dir, 0, objective, {"max_evals": evaluations, "n_initial": n_initial, "seed": seed})
+    assert report["evaluations"] == evaluations
+    return run_dir, objective
+
+
+def test_each_final_row_shares_a_segment_with_the_next_in_flight_row(tmp_path):
+    run_dir, _ = one_worker_run(tmp_path, evaluations=6, n_initial=3, seed=2)
     rows = rows_by_seq(run_dir)
     assert [r.status for r in rows] == [OK] * 6
     # The final row of evaluation k was published in the segment that announced evaluation k+1 ...
@@ -69,11 +75,7 @@ def test_a_worker_samples_at_most_three_times_while_its_surrogate_imports(tmp_pa
     """Until the background import is done a worker samples the space, then it fits regardless."""
     from adbo.worker import Worker, WorkerSettings
 
-    run_dir = str(tmp_path / "run")
-    objective = StopsTheRun(run_dir, n=10**9)
-    start_run(run_dir, objective)
-    report = run_worker(run_dir, 0, objective, {"max_evals": 4, "n_initial": 2, "seed": 3})
-    assert report["evaluations"] == 4
+    run_dir, objective = one_worker_run(tmp_path, evaluations=4, n_initial=2, seed=3)
     # A second worker that never started its warm-up: its library counts as still importing.
     worker = Worker(run_dir, 1, objective, WorkerSettings(max_evals=None, n_initial=2, seed=4))
     worker.scan()
