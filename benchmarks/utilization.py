@@ -324,7 +324,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=8, help="worker processes (default 8)")
     parser.add_argument("--eval-time", default="10,3", help="evaluation time MEAN,STD seconds (default 10,3)")
-    parser.add_argument("--duration", type=float, default=120.0, help="measurement window in seconds (default 120)")
+    parser.add_argument("--duration", type=float, default=600.0,
+                        help="measurement window in seconds (default 600: at 64 workers on 2 cores start-up "
+                             "takes minutes, and a short window measures mostly start-up)")
     parser.add_argument("--methods", default="adbo,deephyper_decentralized,centralized",
                         help="comma-separated: adbo, adbo_overlap (proposal computed during the evaluation), "
                              "deephyper_decentralized, centralized")
