@@ -225,11 +225,16 @@ class Worker:
     library to finish importing in the background; after that it waits. On a node with a core
     per worker the import is done within the first evaluation and this never happens; where
     dozens of workers share two cores it keeps them evaluating instead of idling."""
+    SAMPLE_WHILE_IMPORTING_FROM_S = 1.0
+    """...but only once this worker's evaluations take this long (median): for quicker ones the
+    wait is shorter than the evaluation a blind sample would spend."""
 
     def _surrogate_usable(self) -> bool:
         if self._surrogate_ready.is_set():
             return True
-        if self._proposals_before_ready < self.SAMPLES_WHILE_IMPORTING:
+        typical = statistics.median(self.durations[-50:]) if self.durations else 0.0
+        if (typical >= self.SAMPLE_WHILE_IMPORTING_FROM_S
+                and self._proposals_before_ready < self.SAMPLES_WHILE_IMPORTING):
             return False
         if self._warm_up_thread_id is not None:
             # The step now waits for the import: it must not run at the lowest priority any more.

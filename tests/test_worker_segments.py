@@ -72,18 +72,24 @@ def test_the_last_result_is_published_when_the_worker_stops(tmp_path):
 
 
 def test_a_worker_samples_at_most_three_times_while_its_surrogate_imports(tmp_path):
-    """Until the background import is done a worker samples the space, then it fits regardless."""
+    """Until the background import is done a worker with evaluations of seconds samples the space,
+    then it fits regardless; one with quick evaluations waits for the import at once."""
     from adbo.worker import Worker, WorkerSettings
 
     run_dir, objective = one_worker_run(tmp_path, evaluations=4, n_initial=2, seed=3)
-    # A second worker that never started its warm-up: its library counts as still importing.
-    worker = Worker(run_dir, 1, objective, WorkerSettings(max_evals=None, n_initial=2, seed=4))
-    worker.scan()
-    worker.proposer.design_used = len(worker.proposer.design)
-    fits = [worker.propose()[1] for _ in range(5)]
+    # Second workers that never started their warm-up: their library counts as still importing.
+    def waiting_worker(worker_id: int, durations: list[float]) -> Worker:
+        worker = Worker(run_dir, worker_id, objective, WorkerSettings(max_evals=None, n_initial=2, seed=4))
+        worker.scan()
+        worker.proposer.design_used = len(worker.proposer.design)
+        worker.durations = durations
+        return worker
+
+    slow = waiting_worker(1, [2.0, 3.0])  # evaluations of seconds: sample instead of waiting, 3 times
+    fits = [slow.propose()[1] for _ in range(5)]
     assert fits == [0, 0, 0, 4, 4], fits
-    worker._surrogate_ready.set()
-    assert worker.propose()[1] == 4
+    quick = waiting_worker(2, [0.01])  # quick evaluations: waiting costs less than a blind sample
+    assert quick.propose()[1] == 4
 
 
 class PublishesAPeerRow:
