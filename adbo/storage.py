@@ -99,6 +99,8 @@ class SegmentWriter:
         self.incarnation = uuid.uuid4().hex
         owners = Path(run_dir) / OWNER_DIR
         owners.mkdir(mode=0o700, exist_ok=True)
+        for stale in owners.glob(f".w{self.worker:06d}.*.tmp"):
+            stale.unlink(missing_ok=True)  # a claim cut short by a kill; never read by anyone
         self._owner_file = owners / f"w{self.worker:06d}"
         tmp = owners / f".w{self.worker:06d}.{self.incarnation}.tmp"
         tmp.write_text(f"{self.incarnation} {self.hostname} {os.getpid()}\n")
