@@ -88,6 +88,10 @@ class _Ahead:
         self.thread: threading.Thread | None = None
         self.evaluation_over = threading.Event()
 
+    def start(self, work: Any, name: str) -> None:
+        self.thread = threading.Thread(target=work, name=name, daemon=True)
+        self.thread.start()
+
     def join(self) -> None:
         self.evaluation_over.set()
         if self.thread is not None:
@@ -219,6 +223,10 @@ class Worker:
         w = self.table.worker[: len(self.table)]
         return int(((st == IN_FLIGHT) & (w != self.worker_id)).sum())
 
+    def _typical_duration(self) -> float:
+        """Median of this worker's recent successful evaluations (0 before the first)."""
+        return statistics.median(self.durations[-50:]) if self.durations else 0.0
+
     # -- proposing ----------------------------------------------------------------------
     SAMPLES_WHILE_IMPORTING = 3
     """Space-filling proposals a worker makes, at most, instead of waiting for the surrogate's
@@ -232,8 +240,7 @@ class Worker:
     def _surrogate_usable(self) -> bool:
         if self._surrogate_ready.is_set():
             return True
-        typical = statistics.median(self.durations[-50:]) if self.durations else 0.0
-        if (typical >= self.SAMPLE_WHILE_IMPORTING_FROM_S
+        if (self._typical_duration() >= self.SAMPLE_WHILE_IMPORTING_FROM_S
                 and self._proposals_before_ready < self.SAMPLES_WHILE_IMPORTING):
             return False
         if self._warm_up_thread_id is not None:
@@ -298,16 +305,14 @@ class Worker:
             except Exception:  # noqa: BLE001 - the loop scans and proposes itself instead
                 self.log.exception("scanning and proposing ahead failed")
 
-        job.thread = threading.Thread(target=work, name="adbo-propose-ahead", daemon=True)
-        job.thread.start()
+        job.start(work, "adbo-propose-ahead")
         self._ahead = job
 
     def _rescan_interval(self, last_scan_s: float) -> float:
         """Seconds between background scans: at least 1 s and 5% of a typical evaluation (so a
         run of hour-long evaluations does not list the shards every second), and at least ten
         times the last scan (so scanning never takes more than a tenth of a core)."""
-        typical = statistics.median(self.durations[-50:]) if self.durations else 0.0
-        return max(1.0, 0.05 * typical, 10.0 * last_scan_s)
+        return max(1.0, 0.05 * self._typical_duration(), 10.0 * last_scan_s)
 
     def _start_scan_ahead(self) -> None:
         """Read peers' new segments during the evaluation, so the step only reads the last few.
@@ -331,8 +336,7 @@ class Worker:
             except Exception:  # noqa: BLE001 - the step scans itself anyway
                 self.log.exception("scanning ahead failed")
 
-        job.thread = threading.Thread(target=work, name="adbo-scan-ahead", daemon=True)
-        job.thread.start()
+        job.start(work, "adbo-scan-ahead")
         self._ahead = job
 
     # -- the loop ----------------------------------------------------------------------
