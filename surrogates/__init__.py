@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .ensemble import EnsembleSurrogate, extra_trees, random_forest
+from .ensemble import EnsembleSurrogate, ExtraTreesEnsemble, extra_trees, random_forest
 from .gp import GaussianProcessSurrogate, gaussian_process
 
 REGISTRY: dict[str, Callable[[int], object]] = {
@@ -24,6 +24,7 @@ REGISTRY: dict[str, Callable[[int], object]] = {
 
 __all__ = [
     "EnsembleSurrogate",
+    "ExtraTreesEnsemble",
     "GaussianProcessSurrogate",
     "REGISTRY",
     "extra_trees",

@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
+import sklearn
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.tree import ExtraTreeRegressor
+
+_MAX_SEED = np.iinfo(np.int32).max
 
 
 class EnsembleSurrogate:
@@ -59,17 +63,41 @@ class EnsembleSurrogate:
         return mean, np.sqrt(np.clip(var, 0.0, None))
 
 
+class ExtraTreesEnsemble:
+    """The trees ``sklearn.ensemble.ExtraTreesRegressor(max_features=1.0, bootstrap=False)`` grows,
+    fitted without the forest's per-tree machinery.
+
+    A worker refits its surrogate at every step. The forest clones, re-validates and re-seeds each
+    tree through generic parameter introspection, which cost about a fifth of a 16-tree fit on
+    1,000 points (a fifth of a whole step at 20,000 results). This grows the same trees (same
+    per-tree seeds, drawn the way the forest draws them) with the public ``fit(check_input=False)``,
+    converting the input once. Only the fitted trees (``estimators_``) are used for prediction.
+    """
+
+    def __init__(self, n_estimators: int = 16, min_samples_leaf: int = 1, random_state: int = 0):
+        self.n_estimators = n_estimators
+        self.min_samples_leaf = min_samples_leaf
+        self.random_state = random_state
+        self.estimators_: list[ExtraTreeRegressor] = []
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "ExtraTreesEnsemble":
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        y = np.ascontiguousarray(y, dtype=np.float64).reshape(-1, 1)
+        if X.ndim != 2 or len(X) != len(y) or not (np.isfinite(X).all() and np.isfinite(y).all()):
+            raise ValueError(f"need finite X of shape (n, d) and y of length n; got {X.shape} and {len(y)} values")
+        seeds = np.random.RandomState(self.random_state)
+        trees = []
+        with sklearn.config_context(skip_parameter_validation=True):
+            for _ in range(self.n_estimators):
+                tree = ExtraTreeRegressor(min_samples_leaf=self.min_samples_leaf, max_features=1.0,
+                                          random_state=seeds.randint(_MAX_SEED))
+                trees.append(tree.fit(X, y, check_input=False))
+        self.estimators_ = trees
+        return self
+
+
 def extra_trees(seed: int, n_estimators: int = 16, min_samples_leaf: int = 1) -> EnsembleSurrogate:
-    return EnsembleSurrogate(
-        ExtraTreesRegressor(
-            n_estimators=n_estimators,
-            min_samples_leaf=min_samples_leaf,
-            max_features=1.0,
-            bootstrap=False,
-            n_jobs=1,
-            random_state=seed,
-        )
-    )
+    return EnsembleSurrogate(ExtraTreesEnsemble(n_estimators, min_samples_leaf, random_state=seed))
 
 
 def random_forest(seed: int, n_estimators: int = 16, min_samples_leaf: int = 1) -> EnsembleSurrogate:

@@ -116,3 +116,19 @@ def test_a_proposer_whose_surrogate_is_not_ready_samples_instead_of_fitting():
     assert SPACE.keys(waiting.x[None])[0] not in set(SPACE.keys(X))
     fitted = p.propose(X, y, st, set(SPACE.keys(X)))
     assert not fitted.instead_of_fit and fitted.n_observations == 50 and p.bo_steps == 1
+
+
+def test_the_default_surrogate_grows_the_trees_scikit_learns_forest_grows():
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    from adbo.surrogates import EnsembleSurrogate, extra_trees
+
+    rng = np.random.default_rng(3)
+    X, y, C = rng.random((300, 6)), rng.random(300), rng.random((500, 6))
+    forest = ExtraTreesRegressor(n_estimators=16, max_features=1.0, bootstrap=False, n_jobs=1, random_state=11)
+    expected = EnsembleSurrogate(forest).fit(X, y).predict(C, return_std=True)
+    got = extra_trees(11).fit(X, y).predict(C, return_std=True)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+    with pytest.raises(ValueError, match="finite"):
+        extra_trees(0).fit(X, np.where(np.arange(300) == 7, np.nan, y))
