@@ -69,7 +69,7 @@ class ExtraTreesEnsemble:
 
     A worker refits its surrogate at every step. The forest clones, re-validates and re-seeds each
     tree through generic parameter introspection, which cost about a fifth of a 16-tree fit on
-    1,000 points (a fifth of a whole step at 20,000 results). This grows the same trees (same
+    1,000 points (an eighth of a whole step at 20,000 results). This grows the same trees (same
     per-tree seeds, drawn the way the forest draws them) with the public ``fit(check_input=False)``,
     converting the input once. Only the fitted trees (``estimators_``) are used for prediction.
     """
