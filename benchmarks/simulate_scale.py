@@ -49,6 +49,8 @@ import numpy as np
 
 from _report import emit, machine
 
+from adbo.worker import Worker  # noqa: E402
+
 DEFAULT_COSTS = {  # seconds; measured on the 2-core VM by calibrate(), used with --no-calibrate
     "step_s": {"0": 0.002, "100": 0.034, "300": 0.045, "1000": 0.088, "5000": 0.088},
     "read_s": 0.0010,
@@ -166,10 +168,6 @@ class Cpu:
         spare = max(0.0, self.cores - normal * r_normal)
         return r_normal, (min(1.0, spare / low) if low else 0.0)
 
-    def rate_of(self, job: int) -> float:
-        r_normal, r_low = self.rates()
-        return r_low if job in self.low else r_normal
-
     def advance(self, t: float) -> None:
         if self.jobs and t > self.now:
             r_normal, r_low = self.rates()
@@ -179,8 +177,9 @@ class Cpu:
 
     def next_finish(self) -> tuple[float, int] | None:
         best: tuple[float, int] | None = None
+        r_normal, r_low = self.rates()  # the same for every job until the next change
         for j, left in self.jobs.items():
-            rate = self.rate_of(j)
+            rate = r_low if j in self.low else r_normal
             if rate > 0:
                 t = self.now + max(0.0, left) / rate
                 if best is None or t < best[0]:
@@ -253,11 +252,13 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
         work = new * read_s + buckets * entries * per_entry + (step_s(len(finals_visible)) if with_step else 0.0)
         return work, new * open_ms / 1e3 + buckets * list_ms / 1e3
 
-    def begin_step(t: float, w: int) -> None:
-        step_started[w] = t
+    def begin_step(t: float, w: int, resumed: bool = False) -> None:
+        """``resumed``: the step began earlier and waited for the import; its start time stays."""
+        if not resumed:
+            step_started[w] = t
         job = warmup_job.get(w)
         if job is not None and job in cpu.jobs and not math.isnan(eval_start[w]):
-            if samples_while_importing[w] < 3:  # Worker.SAMPLES_WHILE_IMPORTING: sample, no fit
+            if samples_while_importing[w] < Worker.SAMPLES_WHILE_IMPORTING:  # sample, no fit
                 samples_while_importing[w] += 1
                 work, latency = scan_work(t, w, with_step=False)
                 run_cpu(t, work + publish_s + other_cpu_s, w, "published", latency + publish_ms / 1e3)
@@ -355,9 +356,7 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
             warmup_job.pop(w, None)
             if waiting_for_import[w]:
                 waiting_for_import[w] = False
-                step_started_before = step_started[w]
-                begin_step(t, w)
-                step_started[w] = step_started_before
+                begin_step(t, w, resumed=True)
         elif kind == "prefetch":
             if prefetch_due.get(w) == eval_index[w] and math.isnan(ends[eval_index[w]]):
                 work, latency = scan_work(t, w, with_step=False)  # skipped if the evaluation is over
