@@ -88,6 +88,24 @@ def perturb(space: SearchSpace, centres: np.ndarray, scale: float, n_per_centre:
     return space.canonicalize(moved)
 
 
+def jump(space: SearchSpace, centre: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """One-parameter jumps: copies of ``centre`` with one parameter redrawn uniformly.
+
+    Local moves keep every parameter near the incumbent's value, so a parameter whose best value
+    lies in another basin (far along its own axis) is never found. Hyperparameters often act
+    nearly independently (a learning rate, a dropout, a categorical choice), and trees split on
+    one parameter at a time, so the surrogate can rank such jumps well. An inactive coordinate is
+    redrawn too, so a jump can switch on a conditional parameter.
+    """
+    if n <= 0:
+        return np.empty((0, space.dim))
+    base = np.repeat(centre[None], n, axis=0)
+    inactive = base == INACTIVE
+    base[inactive] = rng.random(int(inactive.sum()))
+    base[np.arange(n), rng.integers(0, space.dim, n)] = rng.random(n)
+    return space.canonicalize(base)
+
+
 def propose(
     space: SearchSpace,
     model: Surrogate,
@@ -101,8 +119,9 @@ def propose(
     refine_rounds: int = 0,
     acquisition: str = "ucb",
     local_scale: float = 0.1,
+    n_jumps: int = 0,
 ) -> tuple[np.ndarray | None, float]:
-    """Best unseen candidate by UCB over random plus local candidates, with local refinement.
+    """Best unseen candidate by UCB over random, local and one-parameter-jump candidates.
 
     ``scores`` are to be maximized and already scaled. Returns (row, acquisition value), or
     (None, nan) when every candidate is already evaluated or in flight.
@@ -111,6 +130,8 @@ def propose(
     if n_local > 0:
         top = np.argsort(scores)[::-1][: max(1, min(10, len(scores)))]
         candidates.append(perturb(space, X_obs[top], local_scale, max(1, n_local // len(top)), rng))
+    if n_jumps > 0 and len(scores):
+        candidates.append(jump(space, X_obs[int(np.argmax(scores))], n_jumps, rng))
     C = np.vstack(candidates)
     if acquisition == "ucb":
         def score(m: np.ndarray, s: np.ndarray) -> np.ndarray:

@@ -38,6 +38,11 @@ class ProposerSettings:
     Ackley-10 from 15.1 to 5.9, Griewank-10 from 27.8 to 3.8 and Schwefel-10 from 1859 to 1390."""
     local_scale: float = 0.1
     """Standard deviation of a local move, in units of each parameter's range (the unit cube)."""
+    n_jumps: int = 500
+    """Extra candidates that copy the best result and redraw one parameter uniformly over its
+    range: a one-parameter move to another basin, which local moves never make. Measured with
+    benchmarks/quality.py (200 sequential evaluations, 20 seeds): Schwefel-10's median regret
+    fell from 1224 to 599, the other five problems moved within their seed-to-seed spread."""
     refine_rounds: int = 0
     """Rounds of local refinement around the best-scoring candidates."""
     acquisition: str = "ucb"
@@ -141,7 +146,8 @@ class Proposer:
             model.fit(X_fit, scores)
             x, _ = propose(self.space, model, X_fit, scores, kappa, exclude, self.rng,
                            n_random=s.n_candidates, n_local=s.n_local, refine_rounds=s.refine_rounds,
-                           acquisition=s.acquisition, local_scale=s.local_scale)
+                           acquisition=s.acquisition, local_scale=s.local_scale,
+                           n_jumps=s.n_jumps)
         except Exception:  # noqa: BLE001 - a bad fit must not kill the worker: explore instead
             log.error("surrogate step failed, proposing at random:\n%s", traceback.format_exc())
             return Proposal(self.random_unseen(exclude), 0, kappa)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from adbo.acquisition import expected_improvement, scale_scores
+from adbo.acquisition import expected_improvement, jump, scale_scores
 from adbo.proposer import Proposer, ProposerSettings
 from adbo.rows import FAILED, IN_FLIGHT, OK
 from adbo.space import SearchSpace
@@ -38,7 +38,7 @@ def test_expected_improvement_prefers_high_mean_and_high_uncertainty():
 @pytest.mark.parametrize("settings", [
     ProposerSettings(), ProposerSettings(acquisition="ei"), ProposerSettings(scaling="minmax-log"),
     ProposerSettings(liar="mean"), ProposerSettings(n_local=200, refine_rounds=2), ProposerSettings(n_local=0),
-    ProposerSettings(surrogate="random_forest"),
+    ProposerSettings(surrogate="random_forest"), ProposerSettings(n_jumps=0),
 ])
 def test_every_variant_proposes_near_the_optimum(settings):
     rng = np.random.default_rng(0)
@@ -59,6 +59,44 @@ def test_local_candidates_stay_near_the_best_results():
     p.design_used = len(p.design)
     x = p.propose(X, y, st, set(SPACE.keys(X))).x
     assert np.min(np.abs(top - x).max(axis=1)) < 0.06
+
+
+def test_jumps_redraw_one_parameter_of_the_best_result():
+    space = SearchSpace({"a": (0.0, 1.0), "b": (0.0, 1.0), "c": (0.0, 1.0), "d": (0.0, 1.0)})
+    centre = np.array([0.1, 0.2, 0.3, 0.4])
+    J = jump(space, centre, 400, np.random.default_rng(0))
+    changed = np.abs(J - centre) > 1e-12
+    assert np.all(changed.sum(axis=1) == 1)
+    assert set(np.flatnonzero(changed.any(axis=0))) == {0, 1, 2, 3}
+    moved = J[changed]
+    assert moved.min() < 0.05 and moved.max() > 0.95  # the whole range, not a local step
+
+    # With only jump candidates left to win, the proposal differs from the best result in one parameter.
+    rng = np.random.default_rng(3)
+    X, y, st = history(40, rng)
+    best = X[np.argmax(y)]
+    p = Proposer(SPACE, maximize=True, seed=2, settings=ProposerSettings(n_candidates=1, n_local=0, n_jumps=300))
+    p.design_used = len(p.design)
+    x = p.propose(X, y, st, set(SPACE.keys(X))).x
+    assert np.sum(np.abs(x - best) > 1e-12) == 1
+
+
+def test_jumps_can_switch_on_a_conditional_parameter():
+    from ConfigSpace import Categorical, ConfigurationSpace, EqualsCondition, Float
+
+    from adbo.space import INACTIVE
+
+    cs = ConfigurationSpace()
+    optimizer, momentum = Categorical("optimizer", ["sgd", "adam"]), Float("momentum", (0.0, 0.99))
+    cs.add([optimizer, momentum])
+    cs.add(EqualsCondition(momentum, optimizer, "sgd"))
+    space = SearchSpace(cs)
+    adam = space.encode([{"optimizer": "adam"}])[0]
+    assert adam[1] == INACTIVE
+    J = jump(space, adam, 200, np.random.default_rng(1))
+    decoded = space.decode(J)
+    assert any(c["optimizer"] == "sgd" and 0.0 <= c["momentum"] <= 0.99 for c in decoded)
+    assert all(("momentum" in c) == (c["optimizer"] == "sgd") for c in decoded)
 
 
 def test_failures_count_as_the_worst_and_pending_rows_only_with_a_liar():
