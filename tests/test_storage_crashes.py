@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from adbo.space import SearchSpace
-from adbo.storage import IN_FLIGHT, OK, ResultTable, SegmentReader, open_run, scan_run
+from adbo.storage import IN_FLIGHT, OK, SegmentReader, open_run, scan_run
 
 from storage_procs import row_is_intact
 
