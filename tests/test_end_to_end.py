@@ -58,8 +58,8 @@ def _missing(v):
 def test_four_workers_on_ackley(tmp_path, site):
     run_dir = str(tmp_path / "run")
     objective = SyntheticObjective("ackley", 5, eval_time=(0.05, 0.02))
-    # Random candidates only: the default local moves and jumps reach a lower median, but about one run in
-    # five of this size stalls above 12 (measured with benchmarks/quality.py's simulation, 20 seeds),
+    # Random candidates only: the default local moves (and jumps) reach a lower median, but about one
+    # run in five of this size stalls above 12 (measured with benchmarks/quality.py's simulation, 20 seeds),
     # and worker timing makes a single asynchronous run unrepeatable. The default's quality is
     # checked over seeds in test_failures_and_quality.py.
     result = adbo.launch(objective, objective.space(), run_dir, site=site, workers=4, max_evals=120,
