@@ -64,6 +64,15 @@ def scale_scores(y: np.ndarray, mode: str = "minmax") -> np.ndarray:
     raise ValueError(f"unknown objective scaling {mode!r}; use 'minmax' or 'minmax-log'")
 
 
+def _copies(centres: np.ndarray, n_per_centre: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_per_centre`` copies of each centre, inactive coordinates given a random value so that a
+    move can switch a conditional parameter on (``canonicalize`` switches it off again if not)."""
+    base = np.repeat(centres, n_per_centre, axis=0)
+    inactive = base == INACTIVE
+    base[inactive] = rng.random(int(inactive.sum()))
+    return base
+
+
 def perturb(space: SearchSpace, centres: np.ndarray, scale: float, n_per_centre: int, rng: np.random.Generator) -> np.ndarray:
     """Local moves around ``centres``: Gaussian steps on a random subset of coordinates.
 
@@ -73,9 +82,7 @@ def perturb(space: SearchSpace, centres: np.ndarray, scale: float, n_per_centre:
     """
     if len(centres) == 0 or n_per_centre <= 0:
         return np.empty((0, space.dim))
-    base = np.repeat(centres, n_per_centre, axis=0)
-    inactive = base == INACTIVE
-    base[inactive] = rng.random(int(inactive.sum()))
+    base = _copies(centres, n_per_centre, rng)
     d = space.dim
     p = min(1.0, 2.0 / d)
     mask = rng.random(base.shape) < p
@@ -99,9 +106,7 @@ def jump(space: SearchSpace, centre: np.ndarray, n: int, rng: np.random.Generato
     """
     if n <= 0:
         return np.empty((0, space.dim))
-    base = np.repeat(centre[None], n, axis=0)
-    inactive = base == INACTIVE
-    base[inactive] = rng.random(int(inactive.sum()))
+    base = _copies(centre[None], n, rng)
     base[np.arange(n), rng.integers(0, space.dim, n)] = rng.random(n)
     return space.canonicalize(base)
 
