@@ -1,9 +1,11 @@
 """Choosing the next configuration: UCB with a per-worker exploration schedule.
 
-Decentralized BO has no manager to spread workers over the space; instead each worker draws its
-own exploration weight ``kappa_0 ~ Exponential(mean 1.96)`` once, so some workers explore and some
-exploit, and decays it periodically (``kappa_t = kappa_0 * exp(-rate * (t mod period))``) so
-each worker alternates between broad and focused phases (Egele et al., 2023).
+Decentralized BO has no manager to spread workers over the space; instead each worker takes its
+own exploration weight ``kappa_0`` from Exponential(mean 1.96) once, so some workers explore and
+some exploit, and decays it periodically (``kappa_t = kappa_0 * exp(-rate * (t mod period))``) so
+each worker alternates between broad and focused phases (Egele et al., 2023). The paper draws
+kappa_0 independently; by default adbo gives worker i a stratified quantile instead
+(``ExplorationSchedule.for_worker(..., worker=i)``), which covers the same distribution evenly.
 """
 
 from __future__ import annotations
@@ -24,11 +26,33 @@ class ExplorationSchedule:
     rate: float = 0.1
 
     @classmethod
-    def for_worker(cls, rng: np.random.Generator, mean: float = 1.96, period: int = 48, rate: float = 0.1) -> "ExplorationSchedule":
-        return cls(kappa0=float(rng.exponential(mean)), period=max(1, int(period)), rate=float(rate))
+    def for_worker(cls, rng: np.random.Generator, mean: float = 1.96, period: int = 48, rate: float = 0.1,
+                   worker: int | None = None) -> "ExplorationSchedule":
+        """``worker=None`` draws kappa_0 at random; a worker index takes its stratified quantile."""
+        drawn = float(rng.exponential(mean))  # always drawn, so the rest of the stream is the same
+        kappa0 = drawn if worker is None else exponential_quantile(van_der_corput(worker + 1), mean)
+        return cls(kappa0=kappa0, period=max(1, int(period)), rate=float(rate))
 
     def kappa(self, step: int) -> float:
         return self.kappa0 * math.exp(-self.rate * (step % self.period))
+
+
+def van_der_corput(i: int) -> float:
+    """The i-th point (i >= 1) of the base-2 van der Corput sequence: 1/2, 1/4, 3/4, 1/8, 5/8...
+
+    Every prefix of it is spread evenly over (0, 1), so workers 0..W-1 cover the distribution's
+    quantiles evenly whatever W is, without knowing W.
+    """
+    u, step = 0.0, 0.5
+    while i:
+        u += step * (i & 1)
+        i >>= 1
+        step /= 2
+    return u
+
+
+def exponential_quantile(u: float, mean: float) -> float:
+    return -mean * math.log1p(-u)
 
 
 def ucb(mean: np.ndarray, std: np.ndarray, kappa: float) -> np.ndarray:
@@ -111,6 +135,27 @@ def jump(space: SearchSpace, centre: np.ndarray, n: int, rng: np.random.Generato
     return space.canonicalize(base)
 
 
+def local_centres(X: np.ndarray, scores: np.ndarray, k: int = 10, spacing: float = 0.0) -> np.ndarray:
+    """Indices of the results that local moves start from: the ``k`` best, or with ``spacing`` the
+    best ones that lie at least that far apart (root-mean-square distance in the unit cube).
+
+    The ten best results usually sit in the incumbent's basin, so all local moves refine one
+    region; spacing them keeps a few moves in the next-best basins, where a coordinate stuck in
+    a wrong local minimum (Levy, Griewank, Schwefel) gets another chance. Only the best 200 are
+    scanned, so the cost stays flat as the run grows.
+    """
+    order = np.argsort(scores)[::-1]
+    if spacing <= 0:
+        return order[: max(1, min(k, len(scores)))]
+    chosen: list[int] = []
+    for i in order[: max(20 * k, 200)]:
+        if not chosen or np.sqrt(np.mean((X[chosen] - X[i]) ** 2, axis=1)).min() >= spacing:
+            chosen.append(int(i))
+            if len(chosen) == k:
+                break
+    return np.array(chosen)
+
+
 def propose(
     space: SearchSpace,
     model: Surrogate,
@@ -125,6 +170,7 @@ def propose(
     acquisition: str = "ucb",
     local_scale: float = 0.1,
     n_jumps: int = 0,
+    local_spacing: float = 0.0,
 ) -> tuple[np.ndarray | None, float]:
     """Best unseen candidate by UCB over random, local and one-parameter-jump candidates.
 
@@ -133,7 +179,7 @@ def propose(
     """
     candidates = [space.sample(n_random, rng)]
     if n_local > 0:
-        top = np.argsort(scores)[::-1][: max(1, min(10, len(scores)))]
+        top = local_centres(X_obs, scores, 10, local_spacing)
         candidates.append(perturb(space, X_obs[top], local_scale, max(1, n_local // len(top)), rng))
     if n_jumps > 0 and len(scores):
         candidates.append(jump(space, X_obs[int(np.argmax(scores))], n_jumps, rng))

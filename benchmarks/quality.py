@@ -257,6 +257,18 @@ def effective_settings(method: str) -> dict[str, Any] | None:
     return {**asdict(ProposerSettings(**options)), "overlap": overlap}
 
 
+# Options added after runs were cached, with the value that reproduces those earlier runs: a
+# record made before an option existed still matches a method that sets it to that value.
+ADDED_LATER = {"kappa_spread": "random", "local_spacing": 0.0}
+
+
+def same_settings(recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
+    if recorded is None or current is None:
+        return recorded == current
+    recorded = {**{k: v for k, v in ADDED_LATER.items() if k in current}, **recorded}
+    return recorded == current
+
+
 def cache_path(cache: Path, method: str, problem: str, workers: int, seed: int, budget: int) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", method)
     return cache / f"w{workers}-b{budget}-{problem}-{safe}-s{seed}.json"
@@ -267,7 +279,7 @@ def run_or_load(cache: Path, method: str, problem: str, workers: int, seed: int,
     path = cache_path(cache, method, problem, workers, seed, budget)
     if path.exists() and not rerun:
         record = json.loads(path.read_text())
-        if record.get("settings") == effective_settings(method):
+        if same_settings(record.get("settings"), effective_settings(method)):
             return record
         print(f"  {path.name}: cached with other settings (defaults changed?); running again", flush=True)
     t0 = time.time()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from adbo.acquisition import expected_improvement, jump, scale_scores
+from adbo.acquisition import expected_improvement, jump, local_centres, scale_scores
 from adbo.proposer import Proposer, ProposerSettings
 from adbo.rows import FAILED, IN_FLIGHT, OK
 from adbo.space import SearchSpace
@@ -39,6 +39,7 @@ def test_expected_improvement_prefers_high_mean_and_high_uncertainty():
     ProposerSettings(), ProposerSettings(acquisition="ei"), ProposerSettings(scaling="minmax-log"),
     ProposerSettings(liar="mean"), ProposerSettings(n_local=200, refine_rounds=2), ProposerSettings(n_local=0),
     ProposerSettings(surrogate="random_forest"), ProposerSettings(n_jumps=0),
+    ProposerSettings(local_spacing=0, kappa_spread="random"),
 ])
 def test_every_variant_proposes_near_the_optimum(settings):
     rng = np.random.default_rng(0)
@@ -55,10 +56,37 @@ def test_local_candidates_stay_near_the_best_results():
     X, y, st = history(40, rng)
     top = X[np.argsort(y)[-10:]]
     # Almost no random candidates: the proposal must come from a small move around a top-10 point.
-    p = Proposer(SPACE, maximize=True, seed=2, settings=ProposerSettings(n_candidates=1, n_local=500, local_scale=0.01))
+    p = Proposer(SPACE, maximize=True, seed=2, settings=ProposerSettings(n_candidates=1, n_local=500, local_scale=0.01,
+                                                                          local_spacing=0))
     p.design_used = len(p.design)
     x = p.propose(X, y, st, set(SPACE.keys(X))).x
     assert np.min(np.abs(top - x).max(axis=1)) < 0.06
+
+
+def test_local_moves_start_from_good_results_spread_over_several_basins():
+    # Two basins: the best 30 results crowd around (0.7, 0.2), the next ones around (0.2, 0.8).
+    rng = np.random.default_rng(7)
+    crowd = np.clip(np.array([0.7, 0.2]) + rng.normal(0, 0.01, (30, 2)), 0, 1)
+    other = np.clip(np.array([0.2, 0.8]) + rng.normal(0, 0.01, (30, 2)), 0, 1)
+    X = np.vstack([crowd, other])
+    scores = np.concatenate([np.linspace(1.0, 0.9, 30), np.linspace(0.8, 0.7, 30)])
+
+    assert sorted(local_centres(X, scores, 10, spacing=0.0)) == list(range(10))  # all in the crowd
+
+    spaced = local_centres(X, scores, 10, spacing=0.15)
+    assert spaced[0] == 0  # the best result always leads
+    assert {int(i) for i in spaced} == {0, 30}  # one centre per basin: the best result of each
+    pairwise = np.sqrt(((X[spaced][:, None] - X[spaced][None]) ** 2).mean(axis=2))
+    assert pairwise[np.triu_indices(len(spaced), 1)].min() >= 0.15
+
+    # With the default spacing, a proposal from local candidates alone (tight steps) is a small
+    # move around one of those two centres; the moves are split between them.
+    y = scores
+    p = Proposer(SPACE, maximize=True, seed=2, settings=ProposerSettings(n_candidates=1, n_local=600, n_jumps=0,
+                                                                          local_scale=0.01))
+    p.design_used = len(p.design)
+    x = p.propose(X, y, np.full(len(X), OK, dtype=np.int8), set(SPACE.keys(X))).x
+    assert min(np.abs(x - X[0]).max(), np.abs(x - X[30]).max()) < 0.06
 
 
 def test_jumps_redraw_one_parameter_of_the_best_result():
@@ -97,6 +125,33 @@ def test_jumps_can_switch_on_a_conditional_parameter():
     decoded = space.decode(J)
     assert any(c["optimizer"] == "sgd" and 0.0 <= c["momentum"] <= 0.99 for c in decoded)
     assert all(("momentum" in c) == (c["optimizer"] == "sgd") for c in decoded)
+
+
+def test_stratified_workers_cover_the_exploration_distribution_evenly():
+    def kappas(seed, spread, workers=8):
+        return np.array([Proposer(SPACE, seed=seed, worker=w, settings=ProposerSettings(kappa_spread=spread)).schedule.kappa0
+                         for w in range(workers)])
+
+    stratified = kappas(3, "stratified")
+    quantiles = 1 - np.exp(-stratified / ProposerSettings().kappa_mean)  # the Exponential's CDF
+    # The first 8 workers fall two to each quarter of the distribution, and worker 0 on its median.
+    assert np.bincount((quantiles * 4).astype(int), minlength=4).tolist() == [2, 2, 2, 2]
+    assert quantiles[0] == pytest.approx(0.5)
+    # Any number of workers is spread evenly: the first 64 take the quantiles 1/128, 1/64, ..., 63/64.
+    q64 = np.sort(1 - np.exp(-kappas(3, "stratified", 64) / 1.96))
+    assert np.allclose(q64, np.concatenate([[1 / 128], np.arange(1, 64) / 64]))
+    assert np.allclose(kappas(4, "stratified"), stratified)  # fixed by the worker index
+    assert not np.allclose(kappas(3, "random"), kappas(4, "random"))
+
+    # Only kappa differs: the rest of a proposer's random stream is the same under either spread.
+    rng = np.random.default_rng(5)
+    X, y, st = history(60, rng)
+    a = Proposer(SPACE, seed=1, worker=2, settings=ProposerSettings(kappa_spread="random", kappa_mean=1e-9))
+    b = Proposer(SPACE, seed=1, worker=2, settings=ProposerSettings(kappa_spread="stratified", kappa_mean=1e-9))
+    assert np.array_equal(a.design, b.design)
+    for p in (a, b):
+        p.design_used = len(p.design)
+    assert np.array_equal(a.propose(X, y, st, set(SPACE.keys(X))).x, b.propose(X, y, st, set(SPACE.keys(X))).x)
 
 
 def test_failures_count_as_the_worst_and_pending_rows_only_with_a_liar():
@@ -139,7 +194,7 @@ def test_never_proposes_an_excluded_configuration():
 
 
 def test_bad_options_are_refused():
-    for bad in (dict(liar="sometimes"), dict(scaling="rank"), dict(acquisition="pi")):
+    for bad in (dict(liar="sometimes"), dict(scaling="rank"), dict(acquisition="pi"), dict(kappa_spread="even")):
         with pytest.raises(ValueError, match="unknown"):
             Proposer(SPACE, settings=ProposerSettings(**bad))
 
