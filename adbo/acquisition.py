@@ -142,7 +142,8 @@ def local_centres(X: np.ndarray, scores: np.ndarray, k: int = 10, spacing: float
     The ten best results usually sit in the incumbent's basin, so all local moves refine one
     region; spacing them keeps a few moves in the next-best basins, where a coordinate stuck in
     a wrong local minimum (Levy, Griewank, Schwefel) gets another chance. Only the best 200 are
-    scanned, so the cost stays flat as the run grows.
+    scanned, so the cost stays flat as the run grows. An inactive conditional parameter is encoded
+    as -1, so results that differ in which parameters are active count as far apart.
     """
     order = np.argsort(scores)[::-1]
     if spacing <= 0:

@@ -79,13 +79,12 @@ def test_local_moves_start_from_good_results_spread_over_several_basins():
     pairwise = np.sqrt(((X[spaced][:, None] - X[spaced][None]) ** 2).mean(axis=2))
     assert pairwise[np.triu_indices(len(spaced), 1)].min() >= 0.15
 
-    # With the default spacing, a proposal from local candidates alone (tight steps) is a small
-    # move around one of those two centres; the moves are split between them.
-    y = scores
+    # The proposer uses them by default: a proposal from local candidates alone (tight steps) is a
+    # small move around one of those two centres.
     p = Proposer(SPACE, maximize=True, seed=2, settings=ProposerSettings(n_candidates=1, n_local=600, n_jumps=0,
                                                                           local_scale=0.01))
     p.design_used = len(p.design)
-    x = p.propose(X, y, np.full(len(X), OK, dtype=np.int8), set(SPACE.keys(X))).x
+    x = p.propose(X, scores, np.full(len(X), OK, dtype=np.int8), set(SPACE.keys(X))).x
     assert min(np.abs(x - X[0]).max(), np.abs(x - X[30]).max()) < 0.06
 
 
