@@ -94,6 +94,8 @@ class Proposer:
         self.maximize = maximize
         self.settings = settings or ProposerSettings()
         s = self.settings
+        if s.kappa_spread not in ("random", "stratified"):
+            raise ValueError(f"unknown kappa_spread {s.kappa_spread!r}; use 'random' or 'stratified'")
         self.rng = np.random.default_rng([seed, worker])
         self.schedule = ExplorationSchedule.for_worker(
             self.rng, s.kappa_mean, s.decay_period, s.decay_rate,
@@ -101,8 +103,6 @@ class Proposer:
         self.design = space.initial_design(max(s.n_initial, 1), seed=seed * 100_003 + worker)
         self.design_used = 0
         self.bo_steps = 0
-        if s.kappa_spread not in ("random", "stratified"):
-            raise ValueError(f"unknown kappa_spread {s.kappa_spread!r}; use 'random' or 'stratified'")
         if s.liar not in ("none", "mean", "min", "max"):
             raise ValueError(f"unknown liar {s.liar!r}; use 'none', 'mean', 'min' or 'max'")
         scale_scores(np.array([0.0, 1.0]), s.scaling)  # an unknown scaling fails here, not mid-run
