@@ -22,8 +22,9 @@ How each method runs with W workers (W = 1 is the sequential setting):
 
 Every run is cached as a JSON file (``--cache``), so slow anchors can run in a background process
 with ``--methods deephyper_cbo`` and the report is assembled from whatever is cached. ``adbo``
-variants are named ``adbo:option=value:...`` (any ``ProposerSettings`` field, or ``overlap=1`` for
-proposals computed while the previous evaluation runs), which is how the defaults were chosen. Prints (and with ``--json`` writes) medians and quartiles of the simple
+variants are named ``adbo:option=value:...`` (any ``ProposerSettings`` field, ``overlap=1`` for
+proposals computed while the previous evaluation runs, or the diagnostic ``oracle=1``, see
+``AdboSearch``), which is how the defaults were chosen. Prints (and with ``--json`` writes) medians and quartiles of the simple
 regret (best value found minus the known optimum), the per-problem verdicts, and the 1 -> W
 time-to-target speed-up; ``--plots DIR`` writes convergence figures.
 """
@@ -72,11 +73,19 @@ class AdboSearch:
     worker's 10th percentile of past evaluation times less twice the step's duration and 0.2 s
     (at once for the first three), so the proposal misses the results that finished since; its
     cost leaves the critical path when it is done before the evaluation ends.
+
+    ``oracle`` is a diagnostic no real run can match: every proposal sees the values of the
+    configurations still in flight, as if they had finished. The gap between it and the plain
+    run is what workers lose by proposing before their peers' results exist, an upper bound on
+    what any treatment of in-flight work (a liar, a penalty) could win back.
     """
 
     def __init__(self, space: SearchSpace, workers: int, seed: int, options: dict[str, Any]):
         options = dict(options)
         self.overlap = bool(options.pop("overlap", False))
+        self.oracle = bool(options.pop("oracle", False))
+        if self.oracle and self.overlap:
+            raise SystemExit("adbo variants take oracle=1 or overlap=1, not both")
         settings = ProposerSettings(**options)
         self.space = space
         self.proposers = [Proposer(space, maximize=False, seed=seed, worker=w, settings=settings) for w in range(workers)]
@@ -127,6 +136,11 @@ class AdboSearch:
         self.t_end = np.append(self.t_end, np.inf)
         self.exclude.add(self.space.keys(x[None])[0])
         self.last_row[w] = len(self.y) - 1
+
+    def reveal(self, handle: int, value: float) -> None:
+        """``oracle``: a configuration's value is known to every worker the moment it starts."""
+        self.y[handle] = value
+        self.status[handle] = OK
 
     def tell(self, w: int, handle: int, config: dict[str, Any], value: float) -> None:
         self.y[handle] = value
@@ -193,7 +207,7 @@ def parse_method(method: str) -> tuple[str, dict[str, Any]]:
     base, *pairs = method.split(":")
     if base not in SEARCHES:
         raise SystemExit(f"unknown method {base!r}; choose from {sorted(SEARCHES)} (adbo variants: adbo:key=value)")
-    known = {f.name: f.type for f in fields(ProposerSettings)} | {"overlap": int}
+    known = {f.name: f.type for f in fields(ProposerSettings)} | {"overlap": int, "oracle": int}
     options: dict[str, Any] = {}
     for pair in pairs:
         key, _, raw = pair.partition("=")
@@ -225,6 +239,8 @@ def simulate(method: str, problem: str, workers: int, budget: int, seed: int,
         step = getattr(search, "critical_s", time.process_time() - t0)  # what delays the evaluation
         steps.append(step)
         value = objective.value(config)
+        if getattr(search, "oracle", False):
+            search.reveal(handle, value)
         heapq.heappush(events, (now + step + float(durations[started]), started, w, handle, config, value))
         started += 1
 
@@ -254,7 +270,8 @@ def effective_settings(method: str) -> dict[str, Any] | None:
     if base != "adbo":
         return None
     overlap = options.pop("overlap", 0)
-    return {**asdict(ProposerSettings(**options)), "overlap": overlap}
+    oracle = options.pop("oracle", 0)
+    return {**asdict(ProposerSettings(**options)), "overlap": overlap, **({"oracle": oracle} if oracle else {})}
 
 
 # Options added after runs were cached, with the value that reproduces those earlier runs: a
@@ -328,6 +345,17 @@ def verdicts(table: dict[str, dict[str, Any]], adbo_method: str) -> dict[str, An
     return out
 
 
+def speedup(seq: list[dict[str, Any]], par: list[dict[str, Any]], workers: int) -> dict[str, float]:
+    """Time-to-target ratio, the target being what one worker reaches at the median with half the
+    budget; 0 when more than half of the parallel runs never reach it."""
+    half = [float(regret_curve(r)[len(r["value"]) // 2 - 1]) for r in seq]
+    target = float(np.median(half))
+    t1 = float(np.median([time_to(r, target) for r in seq]))
+    tw = float(np.median([time_to(r, target) for r in par]))
+    return {"target_regret": target, "time_1_worker_s": t1, f"time_{workers}_workers_s": tw,
+            "speedup": t1 / tw if np.isfinite(tw) and tw > 0 else 0.0}
+
+
 def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for r in records:
@@ -340,18 +368,13 @@ def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int
         out["final_regret"][key] = table
         out["verdicts"][key] = verdicts(table, adbo_method)
     one, many = settings.get("workers=1", {}), settings.get(f"workers={speedup_workers}", {})
+    out["speedup_by_method"] = {}
     for problem in sorted(set(one) & set(many)):
-        if adbo_method not in one[problem] or adbo_method not in many[problem]:
-            continue
-        seq, par = one[problem][adbo_method], many[problem][adbo_method]
-        # Target: what one worker reaches, at the median, with half the budget.
-        half = [float(regret_curve(r)[len(r["value"]) // 2 - 1]) for r in seq]
-        target = float(np.median(half))
-        t1 = float(np.median([time_to(r, target) for r in seq]))
-        tw = float(np.median([time_to(r, target) for r in par]))
-        out["speedup"][problem] = {"target_regret": target, "time_1_worker_s": t1,
-                                   f"time_{speedup_workers}_workers_s": tw,
-                                   "speedup": t1 / tw if np.isfinite(tw) and tw > 0 else 0.0}
+        for method in sorted(set(one[problem]) & set(many[problem])):
+            found = speedup(one[problem][method], many[problem][method], speedup_workers)
+            out["speedup_by_method"].setdefault(method, {})[problem] = found["speedup"]
+            if method == adbo_method:
+                out["speedup"][problem] = found
     steps: dict[str, list[float]] = {}
     for r in records:
         steps.setdefault(r["method"], []).extend(r["step_s"])
