@@ -25,8 +25,10 @@ with ``--methods deephyper_cbo`` and the report is assembled from whatever is ca
 variants are named ``adbo:option=value:...`` (any ``ProposerSettings`` field, ``overlap=1`` for
 proposals computed while the previous evaluation runs, or the diagnostic ``oracle=1``, see
 ``AdboSearch``), which is how the defaults were chosen. Prints (and with ``--json`` writes) medians and quartiles of the simple
-regret (best value found minus the known optimum), the per-problem verdicts, and the 1 -> W
-time-to-target speed-up; ``--plots DIR`` writes convergence figures.
+regret (best value found minus the known optimum), the per-problem verdicts, each method's 1 -> W
+time-to-target speed-up (its W workers against its own single worker), and the time W workers of
+each method take to reach adbo's sequential target, a yardstick common to all; ``--plots DIR``
+writes convergence figures.
 """
 
 from __future__ import annotations
@@ -369,12 +371,23 @@ def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int
         out["verdicts"][key] = verdicts(table, adbo_method)
     one, many = settings.get("workers=1", {}), settings.get(f"workers={speedup_workers}", {})
     out["speedup_by_method"] = {}
+    out["time_to_adbo_target_s"] = {}
     for problem in sorted(set(one) & set(many)):
         for method in sorted(set(one[problem]) & set(many[problem])):
             found = speedup(one[problem][method], many[problem][method], speedup_workers)
             out["speedup_by_method"].setdefault(method, {})[problem] = found["speedup"]
             if method == adbo_method:
                 out["speedup"][problem] = found
+        if adbo_method in one[problem]:
+            # One yardstick for every method: how long W of its workers take to reach what one
+            # adbo worker reaches at the median with half the budget (None: most runs never do).
+            target = out["speedup"].get(problem, {}).get("target_regret")
+            if target is None:
+                target = speedup(one[problem][adbo_method], one[problem][adbo_method], 1)["target_regret"]
+            out["time_to_adbo_target_s"].setdefault(problem, {"target_regret": target})
+            for method, runs in many[problem].items():
+                t = float(np.median([time_to(r, target) for r in runs]))
+                out["time_to_adbo_target_s"][problem][method] = t if np.isfinite(t) else None
     steps: dict[str, list[float]] = {}
     for r in records:
         steps.setdefault(r["method"], []).extend(r["step_s"])
