@@ -347,15 +347,24 @@ def verdicts(table: dict[str, dict[str, Any]], adbo_method: str) -> dict[str, An
     return out
 
 
-def speedup(seq: list[dict[str, Any]], par: list[dict[str, Any]], workers: int) -> dict[str, float]:
-    """Time-to-target ratio, the target being what one worker reaches at the median with half the
-    budget; 0 when more than half of the parallel runs never reach it."""
-    half = [float(regret_curve(r)[len(r["value"]) // 2 - 1]) for r in seq]
-    target = float(np.median(half))
-    t1 = float(np.median([time_to(r, target) for r in seq]))
-    tw = float(np.median([time_to(r, target) for r in par]))
+def sequential_target(seq: list[dict[str, Any]]) -> float:
+    """What one worker reaches, at the median over seeds, with half the budget."""
+    return float(np.median([regret_curve(r)[len(r["value"]) // 2 - 1] for r in seq]))
+
+
+def median_time_to(runs: list[dict[str, Any]], target: float) -> float | None:
+    """Median over runs of the virtual time to reach ``target``; None when most runs never do."""
+    t = float(np.median([time_to(r, target) for r in runs]))
+    return t if np.isfinite(t) else None
+
+
+def speedup(seq: list[dict[str, Any]], par: list[dict[str, Any]], workers: int) -> dict[str, Any]:
+    """Time-to-target ratio against the method's own sequential target; 0 when most of the
+    parallel runs never reach it."""
+    target = sequential_target(seq)
+    t1, tw = median_time_to(seq, target), median_time_to(par, target)
     return {"target_regret": target, "time_1_worker_s": t1, f"time_{workers}_workers_s": tw,
-            "speedup": t1 / tw if np.isfinite(tw) and tw > 0 else 0.0}
+            "speedup": t1 / tw if t1 is not None and tw else 0.0}
 
 
 def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int) -> dict[str, Any]:
@@ -379,15 +388,11 @@ def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int
             if method == adbo_method:
                 out["speedup"][problem] = found
         if adbo_method in one[problem]:
-            # One yardstick for every method: how long W of its workers take to reach what one
-            # adbo worker reaches at the median with half the budget (None: most runs never do).
-            target = out["speedup"].get(problem, {}).get("target_regret")
-            if target is None:
-                target = speedup(one[problem][adbo_method], one[problem][adbo_method], 1)["target_regret"]
-            out["time_to_adbo_target_s"].setdefault(problem, {"target_regret": target})
-            for method, runs in many[problem].items():
-                t = float(np.median([time_to(r, target) for r in runs]))
-                out["time_to_adbo_target_s"][problem][method] = t if np.isfinite(t) else None
+            # One yardstick for every method: how long W of its workers take to reach adbo's
+            # sequential target (None: most runs never do).
+            target = sequential_target(one[problem][adbo_method])
+            out["time_to_adbo_target_s"][problem] = {"target_regret": target, **{
+                method: median_time_to(runs, target) for method, runs in many[problem].items()}}
     steps: dict[str, list[float]] = {}
     for r in records:
         steps.setdefault(r["method"], []).extend(r["step_s"])
