@@ -273,12 +273,12 @@ def effective_settings(method: str) -> dict[str, Any] | None:
         return None
     overlap = options.pop("overlap", 0)
     oracle = options.pop("oracle", 0)
-    return {**asdict(ProposerSettings(**options)), "overlap": overlap, **({"oracle": oracle} if oracle else {})}
+    return {**asdict(ProposerSettings(**options)), "overlap": overlap, "oracle": oracle}
 
 
 # Options added after runs were cached, with the value that reproduces those earlier runs: a
 # record made before an option existed still matches a method that sets it to that value.
-ADDED_LATER = {"kappa_spread": "random", "local_spacing": 0.0}
+ADDED_LATER = {"kappa_spread": "random", "local_spacing": 0.0, "oracle": 0}
 
 
 def same_settings(recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
