@@ -27,8 +27,9 @@ proposals computed while the previous evaluation runs, or the diagnostic ``oracl
 ``AdboSearch``), which is how the defaults were chosen. Prints (and with ``--json`` writes) medians and quartiles of the simple
 regret (best value found minus the known optimum), the per-problem verdicts, each method's 1 -> W
 time-to-target speed-up (its W workers against its own single worker), and the time W workers of
-each method take to reach adbo's sequential target, a yardstick common to all; ``--plots DIR``
-writes convergence figures.
+each method take to reach adbo's sequential target, a yardstick common to all, and each method's
+``improving_share`` (how often an evaluation improves the best, see ``improving_share``, which
+explains most of the speed-up differences); ``--plots DIR`` writes convergence figures.
 """
 
 from __future__ import annotations
@@ -358,6 +359,24 @@ def median_time_to(runs: list[dict[str, Any]], target: float) -> float | None:
     return t if np.isfinite(t) else None
 
 
+def improving_share(record: dict[str, Any], first: int = 10, last: int = 100) -> float:
+    """Share of evaluations ``first``+1 .. ``last`` (in finishing order) that improved the run's best.
+
+    Progress that builds on the previous best is a chain of improvements. One worker adds a link
+    every 1/p evaluations (p this share); W workers trying from the same best add at most one per
+    evaluation time, since a link can only build on a finished result, and a round of W tries
+    holds one with probability 1 - (1 - p)^W. With links of equal length the 1 -> W speed-up is
+    then (1 - (1 - p)^W) / p, below 1/p: a search that improves often (a strong sequential one)
+    gains less from more workers than one that rarely improves (random search, p near 1/n, scales
+    near W). Real parallel rounds beat that when their best link is longer than a lone one.
+    """
+    v = np.asarray(record["value"], dtype=float)
+    if len(v) <= first:
+        return float("nan")
+    best = np.minimum.accumulate(v)
+    return float((v[first:last] < best[first - 1:last - 1]).mean())
+
+
 def speedup(seq: list[dict[str, Any]], par: list[dict[str, Any]], workers: int) -> dict[str, Any]:
     """Time-to-target ratio against the method's own sequential target; 0 when most of the
     parallel runs never reach it."""
@@ -372,11 +391,13 @@ def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int
     for r in records:
         key = f"workers={r['workers']}"
         settings.setdefault(key, {}).setdefault(r["problem"], {}).setdefault(r["method"], []).append(r)
-    out: dict[str, Any] = {"final_regret": {}, "verdicts": {}, "speedup": {}}
+    out: dict[str, Any] = {"final_regret": {}, "verdicts": {}, "speedup": {}, "improving_share": {}}
     for key, problems in sorted(settings.items()):
         table = {p: {m: quartiles([float(regret_curve(r)[-1]) for r in rs]) for m, rs in ms.items()}
                  for p, ms in problems.items()}
         out["final_regret"][key] = table
+        out["improving_share"][key] = {p: {m: float(np.mean([improving_share(r) for r in rs]))
+                                           for m, rs in ms.items()} for p, ms in problems.items()}
         out["verdicts"][key] = verdicts(table, adbo_method)
     one, many = settings.get("workers=1", {}), settings.get(f"workers={speedup_workers}", {})
     out["speedup_by_method"] = {}
