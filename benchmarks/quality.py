@@ -27,9 +27,9 @@ proposals computed while the previous evaluation runs, or the diagnostic ``oracl
 ``AdboSearch``), which is how the defaults were chosen. Prints (and with ``--json`` writes) medians and quartiles of the simple
 regret (best value found minus the known optimum), the per-problem verdicts, each method's 1 -> W
 time-to-target speed-up (its W workers against its own single worker), and the time W workers of
-each method take to reach adbo's sequential target, a yardstick common to all, and each method's
-``improving_share`` (how often an evaluation improves the best, see ``improving_share``, which
-explains most of the speed-up differences); ``--plots DIR`` writes convergence figures.
+each method take to reach adbo's sequential target, a yardstick common to all, and how often and
+by how much each method's evaluations improve its best (``improving_share``, ``improvement_size``:
+what a method loses when W tries run at once); ``--plots DIR`` writes convergence figures.
 """
 
 from __future__ import annotations
@@ -359,22 +359,37 @@ def median_time_to(runs: list[dict[str, Any]], target: float) -> float | None:
     return t if np.isfinite(t) else None
 
 
-def improving_share(record: dict[str, Any], first: int = 10, last: int = 100) -> float:
-    """Share of evaluations ``first``+1 .. ``last`` (in finishing order) that improved the run's best.
+def improvements(record: dict[str, Any], first: int = 10, last: int = 100) -> np.ndarray:
+    """Log-regret gain of each of evaluations ``first``+1 .. ``last`` (finishing order) over the best
+    before it; 0 where it did not improve. A run shorter than ``last`` gives what it has."""
+    if first < 1:
+        raise ValueError("improvements are counted from the second evaluation on: first >= 1")
+    regret = np.maximum(np.asarray(record["value"], dtype=float) - record["optimum"], 1e-12)
+    best = np.minimum.accumulate(regret)
+    k = min(len(regret), last)
+    if k <= first:
+        return np.empty(0)
+    return np.maximum(np.log(best[first - 1:k - 1]) - np.log(regret[first:k]), 0.0)
 
-    Progress that builds on the previous best is a chain of improvements. One worker adds a link
-    every 1/p evaluations (p this share); W workers trying from the same best add at most one per
-    evaluation time, since a link can only build on a finished result, and a round of W tries
-    holds one with probability 1 - (1 - p)^W. With links of equal length the 1 -> W speed-up is
-    then (1 - (1 - p)^W) / p, below 1/p: a search that improves often (a strong sequential one)
-    gains less from more workers than one that rarely improves (random search, p near 1/n, scales
-    near W). Real parallel rounds beat that when their best link is longer than a lone one.
+
+def improving_share(record: dict[str, Any], first: int = 10, last: int = 100) -> float:
+    """Share of evaluations ``first``+1 .. ``last`` that improved the run's best (nan if none ran).
+
+    Progress that builds on the best result so far is a chain, and a try can only build on
+    results that have finished. When W tries run at once from the same best, several may succeed
+    but only the best of them moves the chain on, so the share falls with W; the more often one
+    worker improves, the more of W workers' successes overlap. If tries succeeded independently
+    at one worker's rate p and one success per round counted, the 1 -> W speed-up would be
+    (1 - (1 - p)^W) / p, below both W and 1/p. See the README ("Why about 5x").
     """
-    v = np.asarray(record["value"], dtype=float)
-    if len(v) <= first:
-        return float("nan")
-    best = np.minimum.accumulate(v)
-    return float((v[first:last] < best[first - 1:last - 1]).mean())
+    gains = improvements(record, first, last)
+    return float((gains > 0).mean()) if len(gains) else float("nan")
+
+
+def improvement_size(record: dict[str, Any], first: int = 10, last: int = 100) -> float:
+    """Mean log-regret gain of the improving evaluations among ``first``+1 .. ``last`` (a link's length)."""
+    gains = improvements(record, first, last)
+    return float(gains[gains > 0].mean()) if (gains > 0).any() else float("nan")
 
 
 def speedup(seq: list[dict[str, Any]], par: list[dict[str, Any]], workers: int) -> dict[str, Any]:
@@ -391,13 +406,16 @@ def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int
     for r in records:
         key = f"workers={r['workers']}"
         settings.setdefault(key, {}).setdefault(r["problem"], {}).setdefault(r["method"], []).append(r)
-    out: dict[str, Any] = {"final_regret": {}, "verdicts": {}, "speedup": {}, "improving_share": {}}
+    out: dict[str, Any] = {"final_regret": {}, "verdicts": {}, "speedup": {}, "improving_share": {},
+                           "improvement_size": {}}
     for key, problems in sorted(settings.items()):
         table = {p: {m: quartiles([float(regret_curve(r)[-1]) for r in rs]) for m, rs in ms.items()}
                  for p, ms in problems.items()}
         out["final_regret"][key] = table
-        out["improving_share"][key] = {p: {m: float(np.mean([improving_share(r) for r in rs]))
+        out["improving_share"][key] = {p: {m: float(np.nanmean([improving_share(r) for r in rs]))
                                            for m, rs in ms.items()} for p, ms in problems.items()}
+        out["improvement_size"][key] = {p: {m: float(np.nanmean([improvement_size(r) for r in rs]))
+                                            for m, rs in ms.items()} for p, ms in problems.items()}
         out["verdicts"][key] = verdicts(table, adbo_method)
     one, many = settings.get("workers=1", {}), settings.get(f"workers={speedup_workers}", {})
     out["speedup_by_method"] = {}
