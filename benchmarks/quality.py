@@ -26,7 +26,9 @@ variants are named ``adbo:option=value:...`` (any ``ProposerSettings`` field, ``
 proposals computed while the previous evaluation runs, or the diagnostic ``oracle=1``, see
 ``AdboSearch``), which is how the defaults were chosen. Prints (and with ``--json`` writes) medians and quartiles of the simple
 regret (best value found minus the known optimum), the per-problem verdicts, each method's 1 -> W
-time-to-target speed-up (its W workers against its own single worker), and the time W workers of
+time-to-target speed-up (its W workers against its own single worker) with a 90% bootstrap
+interval over seeds (``speedup_interval_90``; 0 where most resampled runs never reach the
+target), and the time W workers of
 each method take to reach adbo's sequential target, a yardstick common to all, and how often and
 by how much each method's evaluations improve its best (``improving_share``, ``improvement_size``:
 what a method loses when W tries run at once); ``--plots DIR`` writes convergence figures.
@@ -401,6 +403,24 @@ def speedup(seq: list[dict[str, Any]], par: list[dict[str, Any]], workers: int) 
             "speedup": t1 / tw if t1 is not None and tw else 0.0}
 
 
+def speedup_interval(seq: list[dict[str, Any]], par: list[dict[str, Any]], resamples: int = 1000,
+                     level: float = 0.9) -> list[float]:
+    """Bootstrap interval of the speed-up over seeds (sequential and parallel runs resampled
+    independently, target recomputed each time): a ratio of two medians from 10-20 seeds moves a
+    lot from one set of seeds to the next, and a verdict on a threshold should show by how much."""
+    rng = np.random.default_rng(0)
+    seq_regret = np.array([regret_curve(r)[len(r["value"]) // 2 - 1] for r in seq])
+    found = []
+    for _ in range(resamples):
+        s_idx, p_idx = rng.integers(0, len(seq), len(seq)), rng.integers(0, len(par), len(par))
+        target = float(np.median(seq_regret[s_idx]))
+        t1 = np.median([time_to(seq[i], target) for i in s_idx])
+        tw = np.median([time_to(par[i], target) for i in p_idx])
+        found.append(t1 / tw if np.isfinite(t1) and np.isfinite(tw) and tw > 0 else 0.0)
+    tail = (1 - level) / 2 * 100
+    return [float(v) for v in np.percentile(found, [tail, 100 - tail])]
+
+
 def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for r in records:
@@ -419,11 +439,14 @@ def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int
         out["verdicts"][key] = verdicts(table, adbo_method)
     one, many = settings.get("workers=1", {}), settings.get(f"workers={speedup_workers}", {})
     out["speedup_by_method"] = {}
+    out["speedup_interval_90"] = {}
     out["time_to_adbo_target_s"] = {}
     for problem in sorted(set(one) & set(many)):
         for method in sorted(set(one[problem]) & set(many[problem])):
             found = speedup(one[problem][method], many[problem][method], speedup_workers)
             out["speedup_by_method"].setdefault(method, {})[problem] = found["speedup"]
+            out["speedup_interval_90"].setdefault(method, {})[problem] = speedup_interval(
+                one[problem][method], many[problem][method])
             if method == adbo_method:
                 out["speedup"][problem] = found
         if adbo_method in one[problem]:
