@@ -28,10 +28,10 @@ proposals computed while the previous evaluation runs, or the diagnostic ``oracl
 regret (best value found minus the known optimum), the per-problem verdicts, each method's 1 -> W
 time-to-target speed-up (its W workers against its own single worker) with a 90% bootstrap
 interval over seeds (``speedup_interval_90``; 0 where most resampled runs never reach the
-target), and the time W workers of
-each method take to reach adbo's sequential target, a yardstick common to all, and how often and
-by how much each method's evaluations improve its best (``improving_share``, ``improvement_size``:
-what a method loses when W tries run at once); ``--plots DIR`` writes convergence figures.
+target), the time W workers of each method take to reach adbo's sequential target (a yardstick
+common to all), and how often and by how much each method's evaluations improve its best
+(``improving_share``, ``improvement_size``: what a method loses when W tries run at once);
+``--plots DIR`` writes convergence figures.
 """
 
 from __future__ import annotations
@@ -379,10 +379,9 @@ def improving_share(record: dict[str, Any], first: int = 10, last: int = 100) ->
 
     Progress that builds on the best result so far is a chain, and a try can only build on
     results that have finished. When W tries run at once from the same best, several may succeed
-    but only the best of them moves the chain on, so the share falls with W; the more often one
-    worker improves, the more of W workers' successes overlap. If tries succeeded independently
-    at one worker's rate p and one success per round counted, the 1 -> W speed-up would be
-    (1 - (1 - p)^W) / p, below both W and 1/p. See the README ("Why about 5x").
+    but only the best of them moves the chain on, so the share falls with W. If tries succeeded
+    independently at one worker's rate p and one success per round counted, the 1 -> W speed-up
+    would be (1 - (1 - p)^W) / p, below both W and 1/p. See the README ("Why about 5x").
     """
     gains = improvements(record, first, last)
     return float((gains > 0).mean()) if len(gains) else float("nan")
