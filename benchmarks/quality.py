@@ -402,20 +402,15 @@ def speedup(seq: list[dict[str, Any]], par: list[dict[str, Any]], workers: int) 
             "speedup": t1 / tw if t1 is not None and tw else 0.0}
 
 
-def speedup_interval(seq: list[dict[str, Any]], par: list[dict[str, Any]], resamples: int = 1000,
-                     level: float = 0.9) -> list[float]:
-    """Bootstrap interval of the speed-up over seeds (sequential and parallel runs resampled
+def speedup_interval(seq: list[dict[str, Any]], par: list[dict[str, Any]], workers: int,
+                     resamples: int = 1000, level: float = 0.9) -> list[float]:
+    """Bootstrap interval of ``speedup`` over seeds (sequential and parallel runs resampled
     independently, target recomputed each time): a ratio of two medians from 10-20 seeds moves a
     lot from one set of seeds to the next, and a verdict on a threshold should show by how much."""
     rng = np.random.default_rng(0)
-    seq_regret = np.array([regret_curve(r)[len(r["value"]) // 2 - 1] for r in seq])
-    found = []
-    for _ in range(resamples):
-        s_idx, p_idx = rng.integers(0, len(seq), len(seq)), rng.integers(0, len(par), len(par))
-        target = float(np.median(seq_regret[s_idx]))
-        t1 = np.median([time_to(seq[i], target) for i in s_idx])
-        tw = np.median([time_to(par[i], target) for i in p_idx])
-        found.append(t1 / tw if np.isfinite(t1) and np.isfinite(tw) and tw > 0 else 0.0)
+    found = [speedup([seq[i] for i in rng.integers(0, len(seq), len(seq))],
+                     [par[i] for i in rng.integers(0, len(par), len(par))], workers)["speedup"]
+             for _ in range(resamples)]
     tail = (1 - level) / 2 * 100
     return [float(v) for v in np.percentile(found, [tail, 100 - tail])]
 
@@ -431,10 +426,9 @@ def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int
         table = {p: {m: quartiles([float(regret_curve(r)[-1]) for r in rs]) for m, rs in ms.items()}
                  for p, ms in problems.items()}
         out["final_regret"][key] = table
-        out["improving_share"][key] = {p: {m: float(np.nanmean([improving_share(r) for r in rs]))
-                                           for m, rs in ms.items()} for p, ms in problems.items()}
-        out["improvement_size"][key] = {p: {m: float(np.nanmean([improvement_size(r) for r in rs]))
-                                            for m, rs in ms.items()} for p, ms in problems.items()}
+        for field, per_run in (("improving_share", improving_share), ("improvement_size", improvement_size)):
+            out[field][key] = {p: {m: float(np.nanmean([per_run(r) for r in rs])) for m, rs in ms.items()}
+                               for p, ms in problems.items()}
         out["verdicts"][key] = verdicts(table, adbo_method)
     one, many = settings.get("workers=1", {}), settings.get(f"workers={speedup_workers}", {})
     out["speedup_by_method"] = {}
@@ -445,7 +439,7 @@ def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int
             found = speedup(one[problem][method], many[problem][method], speedup_workers)
             out["speedup_by_method"].setdefault(method, {})[problem] = found["speedup"]
             out["speedup_interval_90"].setdefault(method, {})[problem] = speedup_interval(
-                one[problem][method], many[problem][method])
+                one[problem][method], many[problem][method], speedup_workers)
             if method == adbo_method:
                 out["speedup"][problem] = found
         if adbo_method in one[problem]:
