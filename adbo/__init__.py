@@ -18,6 +18,8 @@ _EXPORTS = {
     "launch": "adbo.launcher",
     "optimize": "adbo.launcher",
     "RunSummary": "adbo.launcher",
+    "NoSuccessfulEvaluation": "adbo.launcher",
+    "ObjectiveLoadError": "adbo.objective_ref",
     "format_summary": "adbo.launcher",
     "load_results": "adbo.results",
     "summarize": "adbo.results",

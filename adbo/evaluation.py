@@ -7,16 +7,23 @@ evaluation with its error text; the worker carries on with its next proposal.
 
 from __future__ import annotations
 
-import importlib
 import math
 import threading
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .storage import FAILED, OK, TIMEOUT
+from .objective_ref import objective_identity, resolve_reference
+from .rows import FAILED, OK, TIMEOUT
 
 Objective = Callable[[dict[str, Any]], Any]
+
+__all__ = ["Objective", "Outcome", "evaluate", "interpret", "objective_identity", "resolve_objective"]
+
+
+def resolve_objective(objective: "Objective | str") -> Objective:
+    """Accept a callable or a ``"package.module:function"`` reference."""
+    return objective if callable(objective) else resolve_reference(objective)
 
 
 @dataclass
@@ -25,44 +32,6 @@ class Outcome:
     value: float = float("nan")
     metadata: dict[str, Any] = field(default_factory=dict)
     error: str = ""
-
-
-def resolve_objective(objective: "Objective | str") -> Objective:
-    """Accept a callable or a ``"package.module:function"`` reference."""
-    if callable(objective):
-        return objective
-    if isinstance(objective, str) and ":" in objective:
-        module_name, _, attr = objective.partition(":")
-        try:
-            target: Any = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ValueError(f"cannot import objective module {module_name!r}: {exc}") from None
-        for part in attr.split("."):
-            target = getattr(target, part, None)
-            if target is None:
-                raise ValueError(f"module {module_name!r} has no attribute {attr!r}")
-        if not callable(target):
-            raise ValueError(f"objective {objective!r} is not callable")
-        return target
-    raise ValueError(
-        f"objective must be a callable or a 'module:function' string, got {objective!r}"
-    )
-
-
-def objective_identity(objective: "Objective | str") -> str:
-    """A stable name for the objective, stored in run.json so relaunches can be checked.
-
-    Objects may define ``adbo_identity()`` (the synthetic benchmarks do, to include their
-    problem and dimension); functions are named by module and qualified name.
-    """
-    if isinstance(objective, str):
-        return objective
-    ident = getattr(objective, "adbo_identity", None)
-    if callable(ident):
-        return str(ident())
-    module = getattr(objective, "__module__", None) or type(objective).__module__
-    qualname = getattr(objective, "__qualname__", None) or type(objective).__qualname__
-    return f"{module}:{qualname}"
 
 
 def interpret(result: Any) -> Outcome:

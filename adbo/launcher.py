@@ -8,9 +8,10 @@ It can be killed and relaunched; the workers' results are already on disk.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
-import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,13 +19,19 @@ from typing import Any, Mapping
 import numpy as np
 import parsl
 from parsl import python_app
-from tqdm.auto import tqdm
 
-from .evaluation import Objective, objective_identity, resolve_objective
-from .results import BUDGET_STATUSES, summarize
-from .space import SearchSpace
-from .storage import FAILED, OK, STOP_FILE, TIMEOUT, ResultTable, SegmentReader, open_run
+from .budget import BUDGET_DIR
+from .evaluation import Objective
+from .failures import FailureDigest
+from .lease import Lease
+from .objective_ref import ObjectiveLoadError, ObjectiveSpec, package_objective
+from .progress import Monitor, say
 from .proposer import Proposer, ProposerSettings
+from .reaper import kill_descendants, start as start_reaper
+from .results import summarize
+from .runinfo import RUN_FILE, RunDirectoryError, RunInfo, _differences
+from .space import SearchSpace
+from .storage import STOP_FILE, open_run, read_run_info, scan_run
 from .surrogate import make_surrogate
 from .worker import WorkerSettings
 
@@ -36,6 +43,10 @@ def _worker_app(run_dir: str, worker_id: int, objective: Any, settings: dict) ->
     return entry(run_dir, worker_id, objective, settings)
 
 
+class NoSuccessfulEvaluation(ValueError):
+    """Asked for the best result of a search in which no evaluation succeeded."""
+
+
 @dataclass
 class RunSummary:
     """What a finished (or stopped) search produced; ``summary`` holds ``adbo status``'s figures."""
@@ -44,14 +55,32 @@ class RunSummary:
     summary: dict[str, Any]
     worker_reports: list[dict[str, Any]] = field(default_factory=list)
     worker_errors: dict[int, str] = field(default_factory=dict)
+    interrupted: bool = False
+    """True when the search was stopped by Ctrl-C or SIGTERM (workflows exit with 130)."""
+    failures: FailureDigest = field(default_factory=FailureDigest)
 
     @property
-    def best_params(self) -> dict[str, Any] | None:
-        return self.summary.get("best_params")
+    def n_ok(self) -> int:
+        return int(self.summary.get("ok") or 0)
+
+    def _require_success(self) -> None:
+        if self.summary.get("best_objective") is None:
+            raise NoSuccessfulEvaluation(
+                f"no evaluation of {self.run_dir} succeeded, so there is no best value. "
+                + (f"First error: {self.failures.first_error_tail()}" if self.failures.first_error
+                   else "No evaluation has finished yet."))
 
     @property
-    def best_value(self) -> float | None:
-        return self.summary.get("best_objective")
+    def best_params(self) -> dict[str, Any]:
+        """The best configuration; raises NoSuccessfulEvaluation (a ValueError) if none succeeded."""
+        self._require_success()
+        return self.summary["best_params"]
+
+    @property
+    def best_value(self) -> float:
+        """The best objective; raises NoSuccessfulEvaluation (a ValueError) if none succeeded."""
+        self._require_success()
+        return self.summary["best_objective"]
 
     def results(self):
         """All evaluations as a pandas DataFrame (see ``adbo.load_results``)."""
@@ -73,41 +102,107 @@ def _ensure_parsl_scripts_on_path() -> None:
         os.environ["PATH"] = bindir + os.pathsep + path
 
 
-class _Monitor:
-    """Progress from the run directory alone, scanning at most once per ``interval`` seconds."""
+EVALUATION_MODES = ("process", "in-process")
 
-    def __init__(self, run_dir: str, run_id: str, dim: int, maximize: bool, budget: int | None, workers: int, show: bool):
-        self.reader = SegmentReader(run_dir, run_id, dim)
-        self.table = ResultTable(dim, keep_rows=False)
-        self.maximize = maximize
-        self.workers = workers
-        self.bar = tqdm(total=budget, desc="evaluations", unit="eval", disable=not show, dynamic_ncols=True)
-        self.started: set[int] = set()
 
-    def update(self) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            for batch in self.reader.scan_batches(with_text=False):
-                self.table.upsert_batch(batch)
-        _, y, st = self.table.view()
-        done = int(np.isin(st, BUDGET_STATUSES).sum())
-        ok = st == OK
-        best = None
-        if ok.any():
-            best = float(np.max(y[ok]) if self.maximize else np.min(y[ok]))
-        failures = int(np.isin(st, (FAILED, TIMEOUT)).sum())
-        w = self.table.worker[: len(self.table)]
-        self.started.update(int(v) for v in np.unique(w))
-        active = len({int(v) for v in w[st == 0]})
-        if self.bar.total is not None and done > self.bar.total:
-            self.bar.total = done  # workers already in flight when the budget filled still finish
-        self.bar.n = done
-        self.bar.set_postfix(best=f"{best:.6g}" if best is not None else "-", failures=failures,
-                             active=f"{active}/{self.workers}", refresh=False)
-        self.bar.refresh()
+def _positive_int(name: str, value: Any, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}; {fix}")
 
-    def close(self) -> None:
-        self.bar.close()
+
+def _check_arguments(workers: Any, max_evals: Any, direction: str, eval_timeout: Any, walltime: Any,
+                     n_initial: Any, evaluation: str) -> None:
+    """Everything that can be checked before anything is created or started."""
+    if direction not in ("maximize", "minimize"):
+        raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    _positive_int("workers", workers, "pass --workers 1 or more")
+    if max_evals is not None:
+        _positive_int("max_evals", max_evals, "pass --max-evals 1 or more (or None for no limit)")
+    _positive_int("n_initial", n_initial, "the surrogate needs at least one result: pass --n-initial 1 or more")
+    for name, value in (("the evaluation timeout", eval_timeout), ("walltime", walltime)):
+        if value is not None and (not isinstance(value, (int, float)) or not value > 0):
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if evaluation not in EVALUATION_MODES:
+        raise ValueError(f"evaluation must be one of {', '.join(EVALUATION_MODES)}, got {evaluation!r}")
+
+
+def _check_run_dir(run_dir: str) -> None:
+    """A run directory that cannot be used fails here in one line, before anything is created."""
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise RunDirectoryError(f"{run_dir} exists and is not a directory; pass a directory path as the run directory")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunDirectoryError(f"cannot create {run_dir}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunDirectoryError(
+            f"cannot write to {probe} (read-only filesystem or no permission); choose a run directory you can write to")
+
+
+def _check_objective_unchanged(run_dir: str, spec: ObjectiveSpec, allow_changed: bool) -> RunInfo | None:
+    """The stored run, after refusing an edited objective (results of two codes must not mix)."""
+    if not (Path(run_dir) / RUN_FILE).exists():
+        return None
+    existing = read_run_info(run_dir)
+    stored = existing.settings.get("objective_fingerprint")
+    if stored and spec.fingerprint and stored != spec.fingerprint and not allow_changed:
+        raise RunDirectoryError(
+            f"the code of the objective {spec.identity} changed since {run_dir} was started "
+            f"(fingerprint {stored} then, {spec.fingerprint} now), so old and new results would mix. Use a new "
+            "run directory, or continue anyway with allow_changed_objective=True (--allow-changed-objective). "
+            "Nothing in the directory was changed.")
+    return existing
+
+
+class _Signals:
+    """Ctrl-C and SIGTERM for the launcher: the first stops the search cleanly, the second aborts.
+
+    Parsl's interchange and worker pool are started while SIGINT is ignored, so they inherit that:
+    a terminal's Ctrl-C reaches the whole process group, and they must not die of it before the
+    workers have stopped and published their rows.
+    """
+
+    def __init__(self, abort: Any) -> None:
+        self.count = 0
+        self.signum: int | None = None
+        self._abort = abort
+        self._saved: dict[int, Any] = {}
+
+    def ignore_interrupts(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.signal(sig, self._handle)
+            self._saved.setdefault(sig, previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        self.signum = signum
+        if self.count > 1:
+            self._abort()
+
+    def restore(self) -> None:
+        for sig, handler in self._saved.items():
+            try:
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            except (ValueError, TypeError):
+                pass
+        self._saved.clear()
+
+
+def _abort_now(since: float) -> None:
+    """Second Ctrl-C: kill every process this launch started and exit at once (rows on disk stay)."""
+    say("adbo: aborting now; evaluations in flight are lost (relaunch the same command to resume)")
+    try:
+        kill_descendants(os.getpid(), since, grace=1.0)
+    finally:
+        os._exit(130)
 
 
 def launch(
@@ -135,6 +230,8 @@ def launch(
     progress: bool = True,
     startup_timeout: float = 120.0,
     poll_interval: float = 1.0,
+    evaluation: str = "process",
+    allow_changed_objective: bool = False,
 ) -> RunSummary:
     """Run a decentralized BO search and return its summary. The one call users need.
 
@@ -145,22 +242,17 @@ def launch(
     ``run_dir``, space and objective resumes the search; ``max_evals`` counts what is stored.
     ``walltime`` (seconds from now) stops workers from starting evaluations that cannot finish;
     on batch sites the allocation's own walltime does the same from each worker's start, keeping
-    ``walltime_margin`` seconds in hand.
+    ``walltime_margin`` seconds in hand. ``evaluation="process"`` runs each worker's objective in a
+    child process (a timeout kills it, a crash is a failed row); ``"in-process"`` in the worker.
     """
     from .site_configs import load_site
 
-    if direction not in ("maximize", "minimize"):
-        raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
-    if max_evals is not None and max_evals < 1:
-        raise ValueError(f"max_evals must be at least 1, got {max_evals}")
-    if eval_timeout is not None and eval_timeout <= 0:
-        raise ValueError(f"the evaluation timeout must be positive, got {eval_timeout}")
-    resolve_objective(objective)  # fail here, not in N workers, if it cannot be imported
+    _check_arguments(workers, max_evals, direction, eval_timeout, walltime, n_initial, evaluation)
     search_space = space if isinstance(space, SearchSpace) else SearchSpace(space)
+    spec = package_objective(objective)  # fails here, not in N workers, if it cannot travel
     make_surrogate(surrogate, seed=0)  # an unknown name fails here with the list of known ones
     run_dir = os.path.abspath(os.fspath(run_dir))
+    _check_run_dir(run_dir)
     site_module = load_site(site)  # an unknown site or bad options fail before anything is created
     options = dict(site_options or {})
     config = site_module.make_config(workers=workers, run_dir=run_dir, **options)
@@ -179,62 +271,126 @@ def launch(
         decay_rate=decay_rate,
         seed=seed,
         overlap=overlap,
+        evaluation=evaluation,
+        workers=workers,
+        lease_poll_s=float(min(15.0, max(1.0, workers / 100.0))),
     )
     for key, value in dict(proposer_options or {}).items():
         if key not in {f.name for f in fields(ProposerSettings)}:
             raise ValueError(f"unknown proposer option {key!r}; known: {sorted(f.name for f in fields(ProposerSettings))}")
         setattr(settings, key, value)
     Proposer(search_space, settings=settings.proposer_settings())  # bad options fail before anything starts
-    info = open_run(run_dir, search_space, objective_identity(objective), direction,
-                    settings={**settings.to_dict(), "workers": workers, "site": site}, group_access=group_access)
+    existing = _check_objective_unchanged(run_dir, spec, allow_changed_objective)
+    if existing is not None and max_evals is not None:
+        done = summarize(run_dir)
+        if done["evaluations"] >= max_evals and not _differences(existing, search_space, spec.identity, direction):
+            say(f"adbo: {run_dir} already holds {done['evaluations']} evaluations (budget {max_evals}); "
+                "nothing to run. Raise --max-evals to continue the search.")
+            return _finish(run_dir, [], {}, interrupted=False)
+
+    Path(run_dir).mkdir(mode=0o750 if group_access else 0o700, parents=True, exist_ok=True)
+    lease = Lease(run_dir)
+    lease.acquire()
+    try:
+        info = open_run(run_dir, search_space, spec.identity, direction,
+                        settings={**settings.to_dict(), "workers": workers, "site": site,
+                                  "objective_fingerprint": spec.fingerprint}, group_access=group_access)
+    except BaseException:
+        lease.release()
+        raise
+    base = summarize(run_dir)["evaluations"]
+    settings.launch_file = str(lease.path)
+    settings.launch_id = lease.state.launch_id
+    if max_evals is not None:
+        settings.budget_dir = str(Path(run_dir) / BUDGET_DIR / lease.state.launch_id)
+        settings.budget_base = base
     stop_file = Path(run_dir) / STOP_FILE
     if stop_file.exists():
         stop_file.unlink()  # a STOP left by the previous launch must not end this one at once
     _ensure_parsl_scripts_on_path()
 
-    monitor = _Monitor(run_dir, info.run_id, search_space.dim, direction == "maximize", max_evals, workers, progress)
+    monitor = Monitor(run_dir, info.run_id, search_space.dim, direction == "maximize", max_evals, workers, progress,
+                      info.max_workers)
+    say(f"adbo: starting {workers} worker{'s' if workers != 1 else ''} on site {site} "
+        f"(run directory {run_dir}; {base} evaluations stored)")
     reports: list[dict[str, Any]] = []
     errors: dict[int, str] = {}
-    first_start: float | None = None
-    warned_startup = False
+    load_error: BaseException | None = None
+    t_launch = time.time()
+    signals = _Signals(lambda: _abort_now(t_launch))
+    reaper = start_reaper(since=t_launch)
     try:
-        with parsl.load(config):
-            futures = [_worker_app(run_dir, i, objective, settings.to_dict()) for i in range(workers)]
-            try:
-                while not all(f.done() for f in futures):
-                    time.sleep(poll_interval)
-                    monitor.update()
-                    if monitor.started and first_start is None:
-                        first_start = time.time()
-                    # Batch jobs may queue for hours: the clock starts when the first worker does.
-                    if (not warned_startup and first_start is not None and len(monitor.started) < workers
-                            and time.time() - first_start > startup_timeout):
-                        warned_startup = True
-                        tqdm.write(
-                            f"adbo: only {len(monitor.started)} of {workers} workers have started "
-                            f"{startup_timeout:.0f} s after the first; the site may have fewer worker slots than "
-                            f"workers (check max_workers_per_node / cores_per_worker, nodes and blocks) or "
-                            f"some blocks are still queued; see {run_dir}/logs/parsl"
-                        )
-            except KeyboardInterrupt:
-                stop_file.touch()
-                tqdm.write("adbo: interrupted; workers stop after their current evaluation "
-                           "(press Ctrl-C again to abort; relaunch the same command to resume)")
-                while not all(f.done() for f in futures):
-                    time.sleep(poll_interval)
-                    monitor.update()
+        signals.ignore_interrupts()  # Parsl's processes start now and inherit "ignore SIGINT"
+        dfk = parsl.load(config)
+        signals.install()
+        try:
+            futures = [_worker_app(run_dir, i, spec, settings.to_dict()) for i in range(workers)]
+            load_error = _watch(futures, monitor, lease, signals, workers, startup_timeout, poll_interval, run_dir)
             for i, fut in enumerate(futures):
                 exc = fut.exception()
                 if exc is None:
                     reports.append(fut.result())
-                else:
+                elif not isinstance(exc, ObjectiveLoadError):
                     errors[i] = f"{type(exc).__name__}: {exc}"
+        finally:
+            dfk.cleanup()
     finally:
+        parsl.clear()
         monitor.update()
         monitor.close()
-        parsl.clear()
-    summary = summarize(run_dir)
-    return RunSummary(run_dir, summary, reports, errors)
+        lease.release()
+        if reaper is not None:
+            reaper.kill()
+            reaper.wait()
+        kill_descendants(os.getpid(), t_launch, grace=2.0)  # nothing this launch started outlives it
+        signals.restore()
+    if load_error is not None:
+        raise load_error
+    return _finish(run_dir, reports, errors, interrupted=signals.count > 0)
+
+
+def _watch(futures: list, monitor: Monitor, lease: Lease, signals: _Signals, workers: int,
+           startup_timeout: float, poll_interval: float, run_dir: str) -> BaseException | None:
+    """Wait for the workers, showing progress; stop them all on a signal or an unloadable objective."""
+    first_start: float | None = None
+    warned_startup = stopping = False
+    load_error: BaseException | None = None
+    while not all(f.done() for f in futures):
+        time.sleep(poll_interval)
+        monitor.update()
+        if load_error is None:
+            for fut in futures:
+                if fut.done() and isinstance(fut.exception(), ObjectiveLoadError):
+                    load_error = fut.exception()
+                    say(f"adbo: stopping the search: {load_error}")
+                    break
+        if (signals.count or load_error is not None) and not stopping:
+            stopping = True
+            lease.stopping()
+            if signals.count:
+                name = "Ctrl-C" if signals.signum == signal.SIGINT else "SIGTERM"
+                say(f"adbo: {name}: workers abandon their evaluations and stop "
+                    "(press Ctrl-C again to abort at once; relaunch the same command to resume)")
+        if monitor.started and first_start is None:
+            first_start = time.time()
+        # Batch jobs may queue for hours: the clock starts when the first worker does.
+        if (not warned_startup and first_start is not None and len(monitor.started) < workers
+                and time.time() - first_start > startup_timeout):
+            warned_startup = True
+            say(f"adbo: only {len(monitor.started)} of {workers} workers have started "
+                f"{startup_timeout:.0f} s after the first; the site may have fewer worker slots than "
+                f"workers (check max_workers_per_node / cores_per_worker, nodes and blocks) or "
+                f"some blocks are still queued; see {run_dir}/logs/parsl")
+    return load_error
+
+
+def _finish(run_dir: str, reports: list, errors: dict, interrupted: bool) -> RunSummary:
+    _, table, _ = scan_run(run_dir)
+    result = RunSummary(run_dir, summarize(run_dir), reports, errors, interrupted, FailureDigest.of(table.rows))
+    text = result.failures.report(any_ok=result.n_ok > 0)
+    if text:
+        say(f"adbo: {text}")
+    return result
 
 
 def format_summary(result: RunSummary) -> str:
@@ -242,10 +398,14 @@ def format_summary(result: RunSummary) -> str:
     lines = [
         f"run directory:        {result.run_dir}",
         f"evaluations:          {s['evaluations']} ({s['failures']} failed, {s['interrupted']} interrupted) "
-        f"by {s['workers']} workers",
-        f"best objective:       {s['best_objective']} ({s['direction']})",
-        f"best parameters:      {s['best_params']}",
+        f"by {s['workers']} workers" + (" - stopped by a signal" if result.interrupted else ""),
+        f"best objective:       {s['best_objective'] if s['best_objective'] is not None else '- (no evaluation succeeded)'}"
+        + (f" ({s['direction']})" if s['best_objective'] is not None else ""),
     ]
+    if s.get("best_params") is not None:
+        lines.append(f"best parameters:      {s['best_params']}")
+    if result.failures.failed and result.n_ok:
+        lines.append(f"most common error:    {result.failures.most_common} ({result.failures.most_common_count}x)")
     if s.get("utilization") is not None:
         lines.append(f"worker utilization:   {100 * s['utilization']:.1f}%")
     if s.get("evaluations_per_minute"):
@@ -255,4 +415,3 @@ def format_summary(result: RunSummary) -> str:
     for worker, err in sorted(result.worker_errors.items()):
         lines.append(f"worker {worker} ended with an error: {err} (see {result.run_dir}/logs)")
     return "\n".join(lines)
-

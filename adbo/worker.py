@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
 import statistics
 import threading
@@ -23,7 +24,11 @@ import numpy as np
 
 from .proposer import Proposer, ProposerSettings
 from .surrogate import make_surrogate
-from .evaluation import Objective, evaluate, resolve_objective
+from .budget import BudgetTickets
+from .evaluation import Objective
+from .evaluator import ChildEvaluator, InlineEvaluator
+from .lease import LaunchWatch
+from .objective_ref import ObjectiveLoadError, ObjectiveSpec, package_objective
 from .space import SearchSpace
 from .storage import (
     BUDGET_STATUSES,
@@ -69,6 +74,20 @@ class WorkerSettings(ProposerSettings):
     few results; off by default because a stale proposal costs search quality."""
     max_worker_evals: int | None = None
     """Optional cap on this worker's own evaluations (mostly for tests and debugging)."""
+    evaluation: str = "process"
+    """``process``: the objective runs in a child process of the worker (a timeout kills it, a crash
+    is a failed row); ``in-process``: in the worker itself, for objectives that cannot run in a child."""
+    workers: int = 1
+    """Workers of this launch (spreads the first budget claims over distinct tickets)."""
+    launch_file: str | None = None
+    """This launch's heartbeat file: the worker stops when it says so or stops beating."""
+    launch_id: str | None = None
+    lease_poll_s: float = 2.0
+    """Seconds between the worker's reads of its launch's heartbeat file."""
+    budget_dir: str | None = None
+    """This launch's ticket directory (``adbo.budget``); None: the budget is checked on scans only."""
+    budget_base: int = 0
+    """Evaluations stored by earlier launches: this launch's tickets start there."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,8 +158,14 @@ class Worker:
     def __init__(self, run_dir: str | os.PathLike, worker_id: int, objective: "Objective | str", settings: WorkerSettings):
         self.run_dir = Path(run_dir)
         self.worker_id = int(worker_id)
-        self.objective = resolve_objective(objective)
+        self.spec = objective if isinstance(objective, ObjectiveSpec) else package_objective(objective)
         self.settings = settings
+        in_process_target = objective if callable(objective) and not isinstance(objective, ObjectiveSpec) else self.spec
+        self.evaluator = (InlineEvaluator(in_process_target) if settings.evaluation == "in-process"
+                          else ChildEvaluator(self.spec))
+        self.watch = LaunchWatch(settings.launch_file, settings.launch_id, settings.lease_poll_s)
+        self._stop_now: str | None = None
+        self._claims = 0
         info = read_run_info(self.run_dir)
         self.info = info
         self.space: SearchSpace = info.space
@@ -148,6 +173,8 @@ class Worker:
         self.proposer = Proposer(self.space, self.maximize, settings.seed, self.worker_id, settings.proposer_settings())
         self.reader = SegmentReader(self.run_dir, info.run_id, self.space.dim, info.max_workers)
         self.writer = SegmentWriter(self.run_dir, self.worker_id, info.run_id, self.space.dim)
+        self.tickets = (BudgetTickets(settings.budget_dir, settings.budget_base, settings.max_evals, self.worker_id)
+                        if settings.budget_dir and settings.max_evals is not None else None)
         self.table = ResultTable(self.space.dim, keep_rows=False)
         self.seen_keys: set[bytes] = set()
         self.log = _worker_logger(self.run_dir, self.worker_id)
@@ -200,12 +227,36 @@ class Worker:
             self.writer.append(fixed)
             self.table.upsert(fixed)
             self.log.warning("marked %d evaluation(s) from a previous run of this worker as interrupted", len(fixed))
+            if self.tickets is not None:
+                for r in stale:
+                    if "ticket" in r.metadata:
+                        self.tickets.release(int(r.metadata["ticket"]), r.seq)
         self.durations = [r.t_finished - r.t_started for r in own if r.status == OK]
         self.report.evaluations_before_restart = sum(r.status in BUDGET_STATUSES for r in own)
         return self.writer.next_seq()
 
+    def abandon_reason(self) -> str | None:
+        """Why the current evaluation must be abandoned now (launch stopped or gone, SIGTERM)."""
+        if self._stop_now is None:
+            self._stop_now = self.watch.check()
+        return self._stop_now
+
+    def _should_abandon(self) -> bool:
+        return self.abandon_reason() is not None
+
+    def _claim_ticket(self, seq: int) -> int | None:
+        """A budget ticket for evaluation ``seq`` (see ``adbo.budget``); None when the budget is spent."""
+        X, y, st = self.table.view()
+        estimate = int(np.isin(st, BUDGET_STATUSES + (IN_FLIGHT,)).sum())
+        if self._claims == 0:
+            estimate = max(estimate, self.settings.budget_base) + self.worker_id % max(1, self.settings.workers)
+        self._claims += 1
+        return self.tickets.claim(estimate, seq)
+
     def stop_reason(self) -> str | None:
         s = self.settings
+        if self.abandon_reason():
+            return self._stop_now
         if (self.run_dir / STOP_FILE).exists():
             return "STOP file present"
         if s.max_evals is not None and self.budget_used() + self._peers_in_flight() >= s.max_evals:
@@ -348,9 +399,15 @@ class Worker:
         and is published on every way out of the loop, exceptions included.
         """
         self._unpublished: list[EvalRow] = []
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             return self._loop()
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            self.evaluator.close()
             if self._ahead is not None:
                 self._ahead.join()
             if self._unpublished:
@@ -395,7 +452,11 @@ class Worker:
 
         threading.Thread(target=work, name="adbo-warm-up", daemon=True).start()
 
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._stop_now = "SIGTERM received (the batch system is ending the job)"
+
     def _loop(self) -> WorkerReport:
+        self.evaluator.start()  # the objective loads in its process while this worker scans
         self._warm_up()
         self.scan()
         seq = self._resume()
@@ -423,13 +484,31 @@ class Worker:
                 reason = "every configuration of the space has been evaluated"
                 break
             params = self.space.decode(x[None])[0]
+            ticket = None
+            if self.tickets is not None:
+                ticket = self._claim_ticket(seq)
+                if ticket is None:
+                    reason = f"evaluation budget reached ({self.settings.max_evals})"
+                    break
+            try:
+                self.evaluator.ready(self._should_abandon)
+            except BaseException:
+                if ticket is not None:
+                    self.tickets.release(ticket, seq)
+                raise
+            if self.abandon_reason():
+                if ticket is not None:
+                    self.tickets.release(ticket, seq)
+                reason = self._stop_now
+                break
             t_submit = time.time()
             pending = EvalRow(
                 worker=self.worker_id, seq=seq, status=IN_FLIGHT, x=x, params=params,
                 t_submitted=t_submit, t_started=t_submit, bo_overhead_s=t_submit - t_step,
                 n_observations=n_obs, hostname=self.hostname,
                 eval_id=f"{self.info.run_id[:8]}-w{self.worker_id}-s{seq}",
-                metadata={"scan_s": round(scan_s, 6), **({"kappa": kappa} if math.isfinite(kappa) else {})},
+                metadata={"scan_s": round(scan_s, 6), **({"kappa": kappa} if math.isfinite(kappa) else {}),
+                          **({"ticket": ticket} if ticket is not None else {})},
             )
             if ahead is not None:
                 pending.metadata["proposal_age_s"] = round(t_submit - ahead.scanned_at, 6)
@@ -447,13 +526,15 @@ class Worker:
                 left = max(1.0, self.deadline - t_start)
                 cut_by_deadline = timeout is None or left < timeout
                 timeout = min(timeout, left) if timeout is not None else left
-            outcome = evaluate(self.objective, params, timeout)
+            outcome = self.evaluator.evaluate(params, timeout, self._should_abandon)
             t_end = t_eval_end = time.time()
             if self._ahead is not None:
                 self._ahead.join()  # the table is the background thread's until it is done
             if outcome.status == TIMEOUT and cut_by_deadline:
                 outcome.status = INTERRUPTED
                 outcome.error = "stopped at the walltime deadline; a relaunch continues the search"
+            if outcome.status == INTERRUPTED and ticket is not None:
+                self.tickets.release(ticket, seq)  # not counted: another worker or launch may use it
             final = pending.evolve(
                 status=outcome.status, objective=outcome.value, metadata={**pending.metadata, **outcome.metadata},
                 t_started=t_start, t_finished=t_end, error=outcome.error,
@@ -486,6 +567,9 @@ def run_worker(run_dir: str, worker_id: int, objective: "Objective | str", setti
     worker = Worker(run_dir, worker_id, objective, settings)
     try:
         report = worker.run()
+    except ObjectiveLoadError as exc:
+        worker.log.error("%s", exc)
+        raise
     except WriterSuperseded as exc:
         worker.log.warning("%s", exc)
         worker.report.stop_reason = str(exc)

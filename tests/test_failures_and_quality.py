@@ -32,7 +32,13 @@ def test_failures_become_rows_and_the_run_completes(tmp_path):
 def test_an_objective_that_always_fails_still_ends(tmp_path):
     result = adbo.launch(always_raises, {"a": (0.0, 1.0)}, str(tmp_path / "r"), site="local-threads", workers=2,
                          max_evals=15, progress=False)
-    assert result.summary["failures"] >= 15 and result.best_value is None and not result.worker_errors
+    assert result.summary["failures"] == 15 and not result.worker_errors  # exactly the budget, no more
+    with pytest.raises(adbo.NoSuccessfulEvaluation, match="this objective is broken"):
+        result.best_value
+    with pytest.raises(ValueError, match="no evaluation .* succeeded"):
+        result.best_params
+    assert result.failures.most_common == "RuntimeError: this objective is broken"
+    assert result.failures.most_common_count == 15
 
 
 def run_sequential(tmp_path, seed, budget, random_only):

@@ -127,7 +127,7 @@ def test_peers_results_are_read_during_the_evaluation(tmp_path):
     run_dir = str(tmp_path / "run")
     objective = PublishesAPeerRow(run_dir)
     start_run(run_dir, objective, workers=2)
-    worker = objective.worker = Worker(run_dir, 0, objective, WorkerSettings(max_evals=None, max_worker_evals=2, seed=1))
+    worker = objective.worker = Worker(run_dir, 0, objective, WorkerSettings(max_evals=None, max_worker_evals=2, seed=1, evaluation="in-process"))
     worker.run()
     # Each peer row published at the start of an evaluation was in the table before it ended.
     assert objective.peer_rows_seen == [1, 2], objective.peer_rows_seen

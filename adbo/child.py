@@ -1,0 +1,119 @@
+"""The evaluation child process: ``python -m adbo.child REQUEST_FD REPLY_FD``.
+
+A worker runs its objective here rather than in itself, so that a timeout can kill the
+evaluation (and free its GPU) and a crash of the user's code (segfault, CUDA abort, ``os._exit``,
+out-of-memory kill) becomes a failed row instead of a lost worker. The process stays alive
+between evaluations, so imports and CUDA start-up are paid once.
+
+It never outlives its worker: it watches its parent and exits when the parent is gone, and it
+sits in a process group of its own that the worker kills as a whole (DataLoader workers included).
+This module imports only the standard library until the objective is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any, Mapping
+
+PARENT_CHECK_S = 0.5
+
+
+def _die_with_parent(parent: int) -> None:
+    """Exit (with the whole process group) once the worker that started us is gone."""
+    try:  # Linux: the kernel signals us the moment the parent thread dies
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - the watcher thread below covers other systems
+        pass
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_S)
+            if os.getppid() != parent:
+                try:
+                    os.killpg(os.getpgrp(), signal.SIGKILL)
+                finally:
+                    os._exit(1)
+
+    threading.Thread(target=watch, name="adbo-parent-watch", daemon=True).start()
+
+
+def _plain(result: Any) -> Any:
+    """A value the worker can unpickle without the user's modules: numbers, strings, dicts of them."""
+    if isinstance(result, Mapping):
+        return {str(k): _plain(v) for k, v in result.items()}
+    if isinstance(result, (int, float, str, bool)) or result is None:
+        return result
+    item = getattr(result, "item", None)  # numpy and torch scalars
+    if callable(item):
+        try:
+            return item()
+        except Exception:  # noqa: BLE001
+            pass
+    try:
+        return float(result)
+    except (TypeError, ValueError):
+        return repr(result)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return text[-4000:]
+
+
+def serve(requests: Connection, replies: Connection) -> None:
+    from adbo.objective_ref import ObjectiveLoadError, load_objective
+
+    objective = None
+    while True:
+        try:
+            message = requests.recv()
+        except (EOFError, OSError):
+            return  # the worker closed the pipe or died
+        kind = message[0]
+        if kind == "load":
+            spec = message[1]
+            if spec.workdir and os.path.isdir(spec.workdir):
+                os.chdir(spec.workdir)
+            try:
+                objective = load_objective(spec)
+                replies.send(("loaded", None))
+            except ObjectiveLoadError as exc:
+                replies.send(("load_error", str(exc)))
+            except BaseException as exc:  # noqa: BLE001
+                replies.send(("load_error", _error_text(exc)))
+        elif kind == "eval":
+            try:
+                result = _plain(objective(dict(message[1])))
+                reply = ("result", result)
+            except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too
+                reply = ("error", _error_text(exc))
+            try:
+                replies.send(reply)
+            except (pickle.PicklingError, TypeError) as exc:
+                replies.send(("error", f"the objective's result cannot be sent back: {exc}"))
+        elif kind == "exit":
+            return
+
+
+def main(argv: list[str]) -> None:
+    parent = int(argv[2]) if len(argv) > 2 else os.getppid()
+    _die_with_parent(parent)
+    requests = Connection(int(argv[0]), writable=False)
+    replies = Connection(int(argv[1]), readable=False)
+    serve(requests, replies)
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

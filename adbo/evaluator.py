@@ -1,0 +1,205 @@
+"""Running evaluations for a worker: in a child process (the default) or in the worker itself.
+
+``ChildEvaluator`` keeps one child process (``adbo.child``) alive across evaluations and replaces
+it after a crash, a timeout or an abandoned evaluation. Everything that can go wrong in the user's
+code ends as an ``Outcome``; only an objective that cannot be loaded at all raises, because then
+no evaluation can ever succeed and the search must stop with that message.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any, Callable
+
+from .evaluation import Outcome, evaluate, interpret
+from .objective_ref import ObjectiveLoadError, ObjectiveSpec, load_objective
+from .rows import FAILED, INTERRUPTED, TIMEOUT
+
+POLL_S = 0.25
+"""How often a waiting worker checks whether it was asked to abandon its evaluation."""
+
+
+def _death_text(returncode: int | None) -> str:
+    if returncode is None:
+        return "objective process died"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"objective process died: killed by {name} (signal {-returncode})"
+    return f"objective process died: exit code {returncode}"
+
+
+class InlineEvaluator:
+    """Evaluations in the worker's own process (``evaluation="in-process"``).
+
+    For objectives that cannot run in a child process. A timeout is recorded but cannot stop the
+    objective, and a crash of the objective takes the worker with it.
+    """
+
+    def __init__(self, spec: "ObjectiveSpec | Callable[..., Any] | str") -> None:
+        self.objective = load_objective(spec)
+
+    def start(self) -> None:
+        pass
+
+    def ready(self, abandon: Callable[[], bool] | None = None) -> None:
+        pass
+
+    def evaluate(self, params: dict[str, Any], timeout: float | None,
+                 abandon: Callable[[], bool] | None = None) -> Outcome:
+        return evaluate(self.objective, params, timeout)
+
+    def close(self) -> None:
+        pass
+
+
+class ChildEvaluator:
+    """One long-lived child process that runs the objective; see the module docstring."""
+
+    def __init__(self, spec: ObjectiveSpec, log: Any = None) -> None:
+        self.spec = spec
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.requests: Connection | None = None
+        self.replies: Connection | None = None
+        self._loaded = False
+        self.starts = 0
+
+    # -- the child's life ----------------------------------------------------------------
+    def start(self) -> None:
+        """Start the child and send it the objective (does not wait for it to load)."""
+        if self.proc is not None:
+            return
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        env = dict(os.environ)
+        # The child must find adbo itself even where the worker was started without PYTHONPATH.
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "adbo.child", str(req_r), str(rep_w), str(os.getpid())],
+                pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,  # its own group: killed as a whole, spared the terminal's Ctrl-C
+            )
+        finally:
+            os.close(req_r)
+            os.close(rep_w)
+        self.requests = Connection(req_w, readable=False)
+        self.replies = Connection(rep_r, writable=False)
+        self.requests.send(("load", self.spec))
+        self._loaded = False
+        self.starts += 1
+
+    def ready(self, abandon: Callable[[], bool] | None = None) -> None:
+        """Wait until the objective is loaded; raise ObjectiveLoadError if it cannot be.
+
+        Returns early (loading goes on) if ``abandon`` says to; a child that dies while loading
+        (an import that crashes the interpreter) is a load error too.
+        """
+        self.start()
+        early = self._wait_loaded(abandon)
+        if early is not None and early.status != INTERRUPTED:
+            raise ObjectiveLoadError(f"cannot load the objective {self.spec.identity}: {early.error} while loading it")
+
+    def _wait_loaded(self, abandon: Callable[[], bool] | None) -> Outcome | None:
+        """Wait for the child's load report; an Outcome if it died or was abandoned meanwhile."""
+        if self._loaded:
+            return None
+        reply = self._receive(None, abandon)
+        if isinstance(reply, Outcome):
+            return reply
+        kind, text = reply
+        if kind == "load_error":
+            self.kill()
+            raise ObjectiveLoadError(text)
+        self._loaded = True
+        return None
+
+    def kill(self) -> None:
+        """Kill the child's whole process group now and reap it."""
+        proc, self.proc = self.proc, None
+        for conn in (self.requests, self.replies):
+            if conn is not None:
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+        self.requests = self.replies = None
+        self._loaded = False
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self) -> None:
+        """Ask the child to exit; kill it if it does not within a few seconds."""
+        if self.proc is None:
+            return
+        try:
+            self.requests.send(("exit",))
+            self.proc.wait(timeout=5)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+    # -- one evaluation ----------------------------------------------------------------
+    def _receive(self, deadline: float | None, abandon: Callable[[], bool] | None) -> "tuple[str, Any] | Outcome":
+        """The child's next reply, or the Outcome of a timeout, a death or an abandonment."""
+        while True:
+            wait = POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))
+            try:
+                ready = self.replies.poll(wait)
+            except (OSError, ValueError):
+                ready = True
+            if ready:
+                try:
+                    return self.replies.recv()
+                except (EOFError, OSError):
+                    returncode = self.proc.wait(timeout=10) if self.proc is not None else None
+                    self.kill()
+                    return Outcome(FAILED, error=_death_text(returncode))
+            if abandon is not None and abandon():
+                self.kill()
+                return Outcome(INTERRUPTED, error="the search was stopped during this evaluation; "
+                                                  "a relaunch continues the search")
+            if deadline is not None and time.monotonic() >= deadline:
+                self.kill()
+                return Outcome(TIMEOUT)
+
+    def evaluate(self, params: dict[str, Any], timeout: float | None,
+                 abandon: Callable[[], bool] | None = None) -> Outcome:
+        """Run one evaluation; raises ObjectiveLoadError only if the objective cannot be loaded."""
+        self.start()
+        early = self._wait_loaded(abandon)  # loading (imports, CUDA start-up) is not timed
+        if early is not None:
+            return early
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self.requests.send(("eval", dict(params)))
+        except (OSError, ValueError):
+            returncode = self.proc.poll() if self.proc is not None else None
+            self.kill()
+            return Outcome(FAILED, error=_death_text(returncode))
+        reply = self._receive(deadline, abandon)
+        if isinstance(reply, Outcome):
+            if reply.status == TIMEOUT:
+                reply.error = f"evaluation exceeded the timeout of {timeout:g} s; its process was killed"
+            return reply
+        kind, value = reply
+        if kind == "error":
+            return Outcome(FAILED, error=value)
+        return interpret(value)
