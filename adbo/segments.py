@@ -31,7 +31,11 @@ HDF5_LOCKING = os.environ.get("ADBO_HDF5_LOCKING", "0") == "1"
 and adbo gains nothing from it: no file is ever opened for writing once it is published."""
 
 _STR = h5py.string_dtype()
-_NAME = re.compile(r"^w(\d{6})-g(\d{9})(-c)?\.h5$")
+MAX_GEN = 10**18 - 1
+"""The largest generation a segment name can hold. Names have 9 digits, zero-padded, and more only
+once the number needs them (no leading zero then), so each generation has exactly one name and
+every name a writer can produce is one readers accept; 18 digits still fit the rows' int64."""
+_NAME = re.compile(r"^w(\d{6})-g(\d{9}|[1-9]\d{9,17})(-c)?\.h5$", re.ASCII)
 
 # Two datasets per segment (numbers with the encoded vector, and text), not one per field: opening a
 # dataset costs h5py about as much as reading it, and workers, which read only the first, open
@@ -64,6 +68,10 @@ class SegmentName:
 
     @property
     def filename(self) -> str:
+        """The published name; refused for numbers readers would not parse back (they would skip it)."""
+        if not (0 <= self.worker <= 999_999 and 0 <= self.gen <= MAX_GEN):
+            raise ValueError(f"no segment name for worker {self.worker}, generation {self.gen}: "
+                             f"workers go up to 999999 and generations up to {MAX_GEN}")
         return f"w{self.worker:06d}-g{self.gen:09d}{'-c' if self.compacted else ''}.h5"
 
     @staticmethod

@@ -40,12 +40,17 @@ from .runinfo import (
     SHARD_DIR,
     STOP_FILE,
     RunDirectoryError,
+    RunDirectoryWarning,
     RunInfo,
+    dir_mode as mode_for_access,
+    file_mode,
+    make_dir,
     open_run,
     read_run_info,
 )
 from .segments import (
     HDF5_LOCKING,
+    MAX_GEN,
     RowBatch,
     SegmentName,
     SegmentRejected,
@@ -58,7 +63,8 @@ from .segments import (
 __all__ = [
     "BUDGET_STATUSES", "FAILED", "FINAL_STATUSES", "FORMAT_VERSION", "HDF5_LOCKING", "IN_FLIGHT",
     "INTERRUPTED", "LOG_DIR", "OK", "RUN_FILE", "SHARD_DIR", "STATUS_NAMES", "STOP_FILE", "TIMEOUT",
-    "EvalRow", "ResultTable", "RunDirectoryError", "RunInfo", "SegmentReader", "SegmentRejected", "SegmentWriter", "WriterSuperseded",
+    "EvalRow", "ResultTable", "RunDirectoryError", "RunDirectoryWarning", "RunInfo", "SegmentReader",
+    "SegmentRejected", "SegmentWriter", "WriterSuperseded",
     "open_run", "read_run_info", "scan_run",
 ]
 
@@ -86,47 +92,94 @@ class SegmentWriter:
     published. It also claims the worker id in ``owners/``: if a relaunch starts the same worker
     id while an orphan of the previous launch still runs, the orphan notices at its next append
     and stops instead of writing over the new one's segments.
+
+    Only a segment it has read back as its own (this run's id, its writer id, rows all of its
+    worker) counts: that is all a compaction ever deletes, and all its generations continue from.
+    Anything else named like its segments (another run's, unreadable bytes, a directory, an
+    absurd generation) is left alone, and its generation is never reused, so it is not
+    overwritten either. ``dir_mode`` is the mode of the directories it creates; by default the
+    one the run was opened with (``group_access`` in ``run.json``).
     """
 
-    def __init__(self, run_dir: str | os.PathLike, worker: int, run_id: str, dim: int, compact_every: int = 16):
+    def __init__(self, run_dir: str | os.PathLike, worker: int, run_id: str, dim: int, compact_every: int = 16,
+                 dir_mode: int | None = None):
         self.worker = int(worker)
         self.run_id = run_id
         self.dim = dim
         self.compact_every = max(1, compact_every)
         self.hostname = socket.gethostname()
+        self.dir_mode = _run_dir_mode(Path(run_dir)) if dir_mode is None else dir_mode
         self.dir = Path(run_dir) / SHARD_DIR / bucket_name(self.worker)
-        self.dir.mkdir(mode=0o700, exist_ok=True)
+        make_dir(self.dir, self.dir_mode)
         self.incarnation = uuid.uuid4().hex
         owners = Path(run_dir) / OWNER_DIR
-        owners.mkdir(mode=0o700, exist_ok=True)
+        make_dir(owners, self.dir_mode)
         for stale in owners.glob(f".w{self.worker:06d}.*.tmp"):
-            stale.unlink(missing_ok=True)  # a claim cut short by a kill; never read by anyone
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink(missing_ok=True)  # a claim cut short by a kill; never read by anyone
         self._owner_file = owners / f"w{self.worker:06d}"
-        tmp = owners / f".w{self.worker:06d}.{self.incarnation}.tmp"
-        tmp.write_text(f"{self.incarnation} {self.hostname} {os.getpid()}\n")
-        os.replace(tmp, self._owner_file)
+        self._claim(owners / f".w{self.worker:06d}.{self.incarnation}.tmp")
         prefix = f"w{self.worker:06d}-"
+        candidates: list[SegmentName] = []
+        self._taken: set[int] = set()  # generations of names here that are not ours to write over
+        strangers: list[str] = []
+        with os.scandir(self.dir) as entries:
+            listing = [(e.name, e.is_file(follow_symlinks=False)) for e in entries if e.name.startswith(prefix)]
+        for name, regular in listing:
+            if name.endswith(".tmp"):
+                if regular and SegmentName.parse(name[: -len(".tmp")]) is not None:
+                    try:
+                        os.unlink(self.dir / name)  # never published, so never read by anyone
+                    except FileNotFoundError:
+                        pass
+                continue
+            parsed = SegmentName.parse(name)
+            if parsed is None:
+                continue
+            if regular:
+                candidates.append(parsed)
+            else:
+                self._taken.add(parsed.gen)
+                strangers.append(f"{name} (not a regular file)")
+        candidates.sort(key=lambda s: (s.gen, not s.compacted))
         own: list[SegmentName] = []
-        for entry in os.scandir(self.dir):
-            if not entry.name.startswith(prefix):
-                continue
-            if entry.name.endswith(".tmp"):
-                os.unlink(entry.path)  # never published, so never read by anyone
-                continue
-            parsed = SegmentName.parse(entry.name)
-            if parsed is not None:
-                own.append(parsed)
-        own.sort(key=lambda s: s.gen)
-        self.gen = max((s.gen for s in own), default=0)
-        self._live = [s.filename for s in own]
         self._rows: dict[int, EvalRow] = {}
-        for seg in own:
+        for seg in candidates:
             try:
                 batch = read_segment(self.dir / seg.filename, run_id, dim, self.worker)
-                self._remember(batch.rows() if batch is not None else [])
-            except Exception as exc:  # noqa: BLE001 - never fatal; the reader warns about it too
-                warnings.warn(f"adbo: worker {self.worker} cannot re-read its segment {seg.filename}: {exc}",
-                              RuntimeWarning, stacklevel=2)
+            except Exception as exc:  # noqa: BLE001 - never fatal: not ours, so left alone
+                self._taken.add(seg.gen)
+                reason = str(exc).splitlines()[0] if str(exc) else ""
+                strangers.append(f"{seg.filename} ({type(exc).__name__}: {reason})")
+                continue
+            own.append(seg)
+            self._remember(batch.rows() if batch is not None else [])
+        self.gen = max((s.gen for s in own), default=0)
+        self._live = [s.filename for s in own]
+        if strangers:
+            shown = "; ".join(strangers[:3]) + (f"; and {len(strangers) - 3} more" if len(strangers) > 3 else "")
+            warnings.warn(
+                f"adbo: worker {self.worker} leaves alone {len(strangers)} file(s) in {self.dir} named like its "
+                f"segments that it cannot read back as its own: {shown}. They are never deleted or overwritten; "
+                "remove them by hand if they are not needed",
+                RuntimeWarning, stacklevel=2,
+            )
+
+    def _claim(self, tmp: Path) -> None:
+        """Name this incarnation in the owner file (owner-only: nobody else may take a worker over)."""
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, f"{self.incarnation} {self.hostname} {os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, self._owner_file)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise RunDirectoryError(
+                f"cannot claim worker {self.worker} in {self._owner_file} ({exc.strerror or exc}); "
+                "if something else is there, remove or rename it"
+            ) from None
 
     def _remember(self, rows: Iterable[EvalRow]) -> None:
         for r in rows:
@@ -153,12 +206,31 @@ class SegmentWriter:
                 "this copy stops without writing"
             )
 
+    def _next_gen(self) -> int:
+        """The next generation to publish: past every name here that is not ours to overwrite.
+
+        A name readers would not accept is never produced: past ``MAX_GEN`` the writer stops
+        with an error rather than publish rows no one would ever read.
+        """
+        gen = self.gen + 1
+        while gen in self._taken:
+            gen += 1
+        if gen > MAX_GEN:
+            raise RunDirectoryError(
+                f"worker {self.worker} cannot publish generation {gen} in {self.dir}: segment names go up to "
+                f"{MAX_GEN}, and its segments, or files named like them, already reach that far (planted "
+                "or forged files). Rows published now could never be read: remove those files, or use a new "
+                "run directory"
+            )
+        self.gen = gen
+        return gen
+
     def append(self, rows: list[EvalRow]) -> str:
         """Publish ``rows`` atomically and durably; when this returns, they are on disk."""
         self._check_owner()
-        self.gen += 1
-        stamped = [r.evolve(gen=self.gen, hostname=r.hostname or self.hostname) for r in rows]
-        name = SegmentName(self.worker, self.gen, False).filename
+        gen = self._next_gen()
+        stamped = [r.evolve(gen=gen, hostname=r.hostname or self.hostname) for r in rows]
+        name = SegmentName(self.worker, gen, False).filename
         self._publish(name, stamped)
         self._remember(stamped)
         self._live.append(name)
@@ -167,10 +239,14 @@ class SegmentWriter:
         return name
 
     def compact(self) -> None:
-        """Fold all own segments into one; delete the superseded only once it is published."""
+        """Fold all own segments into one; delete the superseded only once it is published.
+
+        Only segments this writer published or read back as its own are deleted: the compacted
+        segment holds all their rows. A failure to delete loses nothing (readers de-duplicate).
+        """
         superseded = list(self._live)
-        self.gen += 1
-        name = SegmentName(self.worker, self.gen, True).filename
+        gen = self._next_gen()
+        name = SegmentName(self.worker, gen, True).filename
         self._publish(name, sorted(self._rows.values(), key=lambda r: (r.gen, r.seq)))
         self._live = [name]
         for old in superseded:
@@ -178,12 +254,35 @@ class SegmentWriter:
                 os.unlink(self.dir / old)
             except FileNotFoundError:
                 pass
+            except OSError as exc:  # replaced by something else since: not ours any more
+                warnings.warn(f"adbo: worker {self.worker} leaves {self.dir / old} in place ({exc.strerror or exc})",
+                              RuntimeWarning, stacklevel=2)
 
     def _publish(self, name: str, rows: list[EvalRow]) -> None:
         tmp = self.dir / (name + ".tmp")
         write_segment(tmp, rows, self.run_id, self.worker, self.dim)
+        if self.dir_mode & 0o070:
+            os.chmod(tmp, file_mode(self.dir_mode))  # the umask may have kept the group out
         _fsync_file(tmp)
         os.replace(tmp, self.dir / name)
+
+
+def _run_dir_mode(run_dir: Path) -> int:
+    """The directory mode the run was opened with: ``group_access`` in ``run.json``.
+
+    Runs from before that setting was recorded follow the mode of their ``shards/`` directory;
+    when neither can be read, private, the safe side.
+    """
+    try:
+        group = read_run_info(run_dir).settings.get("group_access")
+    except RunDirectoryError:
+        group = None
+    if group is None:
+        try:
+            group = bool(os.stat(run_dir / SHARD_DIR).st_mode & 0o050 == 0o050)
+        except OSError:
+            group = False
+    return mode_for_access(bool(group))
 
 
 class _Progress:
@@ -241,8 +340,8 @@ class SegmentReader:
         """Like ``scan``, as columns; ``with_text=False`` (workers) skips parameters and messages."""
         batches: list[RowBatch] = []
         listed: set[str] = set()
-        for bucket in self._list(self.shard_dir, top=True):
-            for name in sorted(self._list(self.shard_dir / bucket, top=False)):
+        for bucket in self._list(None):
+            for name in sorted(self._list(bucket)):
                 key = f"{bucket}/{name}"
                 listed.add(key)
                 if key in self._done or key in self.skipped:
@@ -255,21 +354,42 @@ class SegmentReader:
         self._done &= listed
         return batches
 
-    def _list(self, directory: Path, top: bool) -> list[str]:
+    def _list(self, bucket: str | None) -> list[str]:
+        """The buckets (``bucket=None``) or the candidate segment names of one bucket.
+
+        One listing each; whether an entry is a directory comes with it (no stat). What cannot
+        be a bucket or a segment (a file named like a bucket, a directory named like a segment)
+        is skipped with its reason, once, and looked at again on later scans.
+        """
+        directory = self.shard_dir if bucket is None else self.shard_dir / bucket
         self.listings += 1
         try:
-            names = [e.name for e in os.scandir(directory)]
+            with os.scandir(directory) as it:
+                entries = [(e.name, e.is_dir()) for e in it]
         except FileNotFoundError:
             return []
+        except NotADirectoryError:
+            self._skip_once(bucket or ".", "a file where adbo expects a directory; remove or rename it")
+            return []
+        except OSError as exc:
+            self._skip_once(bucket or ".", f"cannot be listed ({exc.strerror or exc})")
+            return []
         wanted = []
-        for name in names:
+        for name, is_dir in entries:
             if name.endswith(".tmp"):
                 continue  # a segment being written right now
-            if not top or is_bucket_name(name):
+            if bucket is None and not is_bucket_name(name):
+                self._skip_once(name, "a stray file, not an adbo shard bucket")
+            elif bucket is None and not is_dir:
+                self._skip_once(name, "a file named like a shard bucket, which must be a directory; "
+                                      "remove or rename it")
+            elif bucket is not None and is_dir:
+                self._skip_once(f"{bucket}/{name}", "a directory, not a segment file; remove or rename it")
+            else:
+                if bucket is None:
+                    self.skipped.pop(name, None)  # a bucket now, whatever it was at an earlier scan
                 wanted.append(name)  # names inside a bucket are checked when read
-            elif name not in self.skipped:
-                self._skip(name, "a stray file, not an adbo shard bucket")
-        return sorted(wanted) if top else wanted
+        return sorted(wanted) if bucket is None else wanted
 
     def _read(self, bucket: str, name: str, key: str, with_text: bool = True) -> RowBatch | None:
         seg = SegmentName.parse(name)
@@ -305,6 +425,10 @@ class SegmentReader:
     def _skip(self, key: str, why: str) -> None:
         self.skipped[key] = why
         warnings.warn(f"adbo: ignoring {self.shard_dir / key}: {why}", RuntimeWarning, stacklevel=4)
+
+    def _skip_once(self, key: str, why: str) -> None:
+        if key not in self.skipped:
+            self._skip(key, why)
 
 
 class ResultTable:

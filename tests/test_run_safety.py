@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from adbo.runinfo import RunDirectoryWarning
-from adbo.segments import SegmentName, bucket_name, write_segment
+from adbo.segments import MAX_GEN, SegmentName, bucket_name, write_segment
 from adbo.space import SearchSpace
 from adbo.storage import (
     OK,
@@ -69,7 +69,45 @@ def quiet_writer(*args, **kwargs) -> SegmentWriter:
         return SegmentWriter(*args, **kwargs)
 
 
-# 1. Results without their run.json are never started over.
+# 1. A relaunch never deletes another run's data.
+
+def test_a_writer_never_deletes_another_runs_segments_or_planted_files(tmp_path):
+    first = tmp_path / "first"
+    old = open_run(first, SPACE, "mod:f", "maximize")
+    writer = SegmentWriter(first, 0, old.run_id, SPACE.dim, compact_every=3)
+    for seq in range(5):
+        writer.append([row(0, seq, value=-1.0)])
+    # A new run (another run_id in its run.json) into which the first run's shards were copied.
+    second = tmp_path / "second"
+    new = open_run(second, SPACE, "mod:f", "maximize")
+    assert new.run_id != old.run_id
+    bucket(second, 0).mkdir()
+    for path in bucket(first, 0).iterdir():
+        shutil.copy2(path, bucket(second, 0) / path.name)
+    for name in ("w000000-g000000050.h5", "w000000-g000000051-c.h5", "w000000-g000000003.h5"):
+        if not (bucket(second, 0) / name).exists():
+            (bucket(second, 0) / name).write_bytes(os.urandom(700))  # random bytes named like segments
+    foreign = {p.name: p.read_bytes() for p in bucket(second, 0).iterdir()}
+    assert len(foreign) >= 5
+
+    with pytest.warns(RuntimeWarning, match="leaves alone"):
+        mine = SegmentWriter(second, 0, new.run_id, SPACE.dim, compact_every=3)
+    assert mine.rows == [] and mine.next_seq() == 0
+    for seq in range(12):  # several compactions
+        mine.append([row(0, seq, value=float(seq))])
+    relaunched = quiet_writer(second, 0, new.run_id, SPACE.dim, compact_every=3)  # a relaunch of worker 0
+    assert relaunched.next_seq() == 12
+    for seq in range(12, 20):
+        relaunched.append([row(0, seq, value=float(seq))])
+
+    for name, data in foreign.items():
+        assert (bucket(second, 0) / name).read_bytes() == data, f"{name} was deleted or overwritten"
+    _, table, reader = scan_run(second)
+    assert sorted((r.seq, r.objective) for r in table.rows) == [(s, float(s)) for s in range(20)]
+    assert {key.split("/")[1] for key in reader.skipped} == set(foreign)
+    mine_left = set(os.listdir(bucket(second, 0))) - set(foreign)
+    assert len(mine_left) <= 4, mine_left  # its own segments were compacted as usual
+
 
 def test_results_without_a_valid_run_json_are_refused_and_left_untouched(tmp_path):
     source = tmp_path / "source"
@@ -93,7 +131,118 @@ def test_results_without_a_valid_run_json_are_refused_and_left_untouched(tmp_pat
     assert tree(orphan) == before
 
 
-# 8. A world-writable run directory.
+# 2. A directory named like a segment.
+
+def test_a_directory_named_like_a_segment_is_skipped_and_kept(run_dir):
+    info = open_run(run_dir, SPACE, "mod:f", "maximize")
+    b0 = bucket(run_dir, 0)
+    b0.mkdir()
+    for name in ("w000000-g000000034.h5", "w000000-g000000002.h5", "w000000-g000000004-c.h5"):
+        (b0 / name).mkdir()
+        (b0 / name / "inside").write_text("keep me")
+    with pytest.warns(RuntimeWarning, match="not a regular file"):
+        writer = SegmentWriter(run_dir, 0, info.run_id, SPACE.dim, compact_every=2)
+    for seq in range(6):
+        writer.append([row(0, seq)])  # compacts twice, and steps over generations 2 and 4
+    for name in ("w000000-g000000034.h5", "w000000-g000000002.h5", "w000000-g000000004-c.h5"):
+        assert (b0 / name / "inside").read_text() == "keep me"
+    reader = SegmentReader(run_dir, info.run_id, SPACE.dim)
+    with pytest.warns(RuntimeWarning, match="a directory, not a segment file"):
+        rows = reader.scan()
+    assert sorted(r.seq for r in rows) == list(range(6))
+    assert set(reader.skipped) == {"b0000/w000000-g000000034.h5", "b0000/w000000-g000000002.h5",
+                                   "b0000/w000000-g000000004-c.h5"}
+
+
+# 4. A name with an absurd generation.
+
+def test_a_planted_huge_generation_does_not_hide_later_rows(run_dir):
+    info = open_run(run_dir, SPACE, "mod:f", "maximize", {"workers": 4})
+    SegmentWriter(run_dir, 2, info.run_id, SPACE.dim).append([row(2, 0)])
+    planted = bucket(run_dir, 2) / "w000002-g999999999.h5"
+    planted.write_bytes(os.urandom(1024))
+    data = planted.read_bytes()
+    writer = quiet_writer(run_dir, 2, info.run_id, SPACE.dim, compact_every=4)
+    assert writer.gen == 1 and writer.next_seq() == 1
+    names = [writer.append([row(2, seq)]) for seq in range(1, 10)]
+    assert all(SegmentName.parse(n) is not None for n in names) and writer.gen < 100
+    assert planted.read_bytes() == data
+    reader = SegmentReader(run_dir, info.run_id, SPACE.dim, max_workers=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert sorted(r.seq for r in reader.scan()) == list(range(10))
+    assert list(reader.skipped) == ["b0000/w000002-g999999999.h5"]
+
+
+def _forge_own_segment(run_dir, run_id: str, worker: int, gen: int) -> Path:
+    """A valid segment of this run and worker at generation ``gen``, as if it had written it."""
+    path = bucket(run_dir, worker) / SegmentName(worker, gen, False).filename
+    tmp = path.with_name(path.name + ".forging")
+    write_segment(tmp, [row(worker, 0).evolve(gen=gen)], run_id, worker, SPACE.dim)
+    os.replace(tmp, path)
+    return path
+
+
+def test_names_past_nine_digits_stay_readable_and_the_last_generation_is_an_error(run_dir):
+    assert SegmentName.parse("w000002-g1000000000.h5") == SegmentName(2, 10**9, False)
+    assert SegmentName.parse("w000002-g0000000001.h5") is None  # one name per generation
+    assert SegmentName(2, 10**9, True).filename == "w000002-g1000000000-c.h5"
+    with pytest.raises(ValueError):
+        SegmentName(2, MAX_GEN + 1, False).filename
+
+    info = open_run(run_dir, SPACE, "mod:f", "maximize")
+    bucket(run_dir, 2).mkdir()
+    _forge_own_segment(run_dir, info.run_id, 2, 10**9 - 1)
+    writer = SegmentWriter(run_dir, 2, info.run_id, SPACE.dim)
+    assert writer.append([row(2, 1)]) == "w000002-g1000000000.h5"
+    _, table, reader = scan_run(run_dir)
+    assert sorted(r.seq for r in table.rows) == [0, 1] and not reader.skipped
+
+    last = _forge_own_segment(run_dir, info.run_id, 3, MAX_GEN)
+    writer = SegmentWriter(run_dir, 3, info.run_id, SPACE.dim)
+    with pytest.raises(RunDirectoryError, match="cannot publish generation"):
+        writer.append([row(3, 1)])
+    assert [p.name for p in bucket(run_dir, 3).glob("w000003-*")] == [last.name]
+
+
+# 8. Modes: group access, private runs, world-writable directories.
+
+def test_group_access_reaches_every_directory_adbo_creates(tmp_path):
+    previous = os.umask(0o077)  # the strictest usual umask: mkdir alone would keep the group out
+    try:
+        run = tmp_path / "group"
+        info = open_run(run, SPACE, "mod:f", "maximize", {"workers": 100}, group_access=True)
+        assert read_run_info(run).settings["group_access"] is True
+        SegmentWriter(run, 70, info.run_id, SPACE.dim).append([row(70, 0)])
+    finally:
+        os.umask(previous)
+    for directory in (run, run / SHARD_DIR, run / "logs", run / "owners", bucket(run, 70)):
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o750, directory
+    assert stat.S_IMODE(os.stat(run / "owners" / "w000070").st_mode) == 0o600  # claims stay the owner's
+    assert stat.S_IMODE(os.stat(run / RUN_FILE).st_mode) == 0o640
+    segment = next(bucket(run, 70).glob("*.h5"))
+    assert stat.S_IMODE(os.stat(segment).st_mode) == 0o640
+    # A relaunch keeps the choice recorded; new settings do not drop it.
+    open_run(run, SPACE, "mod:f", "maximize", {"workers": 2}, group_access=True)
+    assert read_run_info(run).settings["group_access"] is True and read_run_info(run).max_workers == 100
+
+
+def test_a_private_run_is_private_whatever_the_umask(tmp_path):
+    previous = os.umask(0)
+    try:
+        run = tmp_path / "private"
+        info = open_run(run, SPACE, "mod:f", "maximize")
+        assert read_run_info(run).settings["group_access"] is False
+        SegmentWriter(run, 1, info.run_id, SPACE.dim).append([row(1, 0)])
+        SegmentWriter(run, 200, info.run_id, SPACE.dim, dir_mode=0o750).append([row(200, 0)])  # asked for
+    finally:
+        os.umask(previous)
+    for directory in (run, run / SHARD_DIR, run / "logs", run / "owners", bucket(run, 1)):
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700, directory
+    assert stat.S_IMODE(os.stat(run / "owners" / "w000001").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(run / RUN_FILE).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(bucket(run, 200)).st_mode) == 0o750
+
 
 def test_a_world_writable_run_directory_gets_a_warning(tmp_path):
     run = tmp_path / "open"
