@@ -24,6 +24,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
+SKIPPED_SHOWN = 5
+"""How many skipped files ``adbo status`` names; ``--json`` lists them all."""
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     s = summarize(args.run_dir)
     if args.json:
@@ -37,7 +41,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  workers      {s['workers']}   utilization {util}")
     print(f"  best         {s['best_objective']}  {s['best_params']}")
     if s["segments_skipped"]:
-        print(f"  skipped      {s['segments_skipped']} unreadable or foreign segment file(s)")
+        # Name the files and why: a count alone leaves the user to hunt through the shards.
+        print(f"  skipped      {s['segments_skipped']} unreadable, foreign or misplaced file(s), left untouched:")
+        skipped = list(s["skipped_files"].items())
+        for path, why in skipped[:SKIPPED_SHOWN]:
+            print(f"    {path}: {why.splitlines()[0] if why else ''}")
+        if len(skipped) > SKIPPED_SHOWN:
+            print(f"    ... and {len(skipped) - SKIPPED_SHOWN} more (adbo status --json lists them all)")
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .storage import BUDGET_STATUSES, IN_FLIGHT, OK, STATUS_NAMES, EvalRow, ResultTable, scan_run
+from .storage import BUDGET_STATUSES, IN_FLIGHT, OK, SHARD_DIR, STATUS_NAMES, EvalRow, ResultTable, scan_run
 
 
 
@@ -85,7 +85,11 @@ def utilization(table: ResultTable) -> float:
 
 
 def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The figures behind ``adbo status --json``."""
+    """The figures behind ``adbo status --json``.
+
+    ``skipped_files`` maps each file the scan left out (relative to the run directory) to why,
+    so that a user can find and fix it; ``segments_skipped`` is their count.
+    """
     info, table, reader = scan_run(run_dir)
     rows = table.rows
     counts = {name: 0 for name in STATUS_NAMES.values()}
@@ -118,6 +122,8 @@ def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
         "evaluations_per_minute": (60.0 * evaluations / wall) if wall > 0 else None,
         "median_bo_overhead_s": float(np.nanmedian([r.bo_overhead_s for r in rows])) if rows else None,
         "segments_skipped": len(reader.skipped),
+        "skipped_files": {os.path.normpath(os.path.join(SHARD_DIR, key)): why
+                          for key, why in sorted(reader.skipped.items())},
         "max_evals": info.settings.get("max_evals"),
     }
 

@@ -154,6 +154,27 @@ def test_a_directory_named_like_a_segment_is_skipped_and_kept(run_dir):
                                    "b0000/w000000-g000000004-c.h5"}
 
 
+# 3. A file named like a bucket.
+
+def test_a_file_named_like_a_bucket_is_skipped_and_refused_by_its_writer(run_dir):
+    info = open_run(run_dir, SPACE, "mod:f", "maximize", {"workers": 100})
+    SegmentWriter(run_dir, 0, info.run_id, SPACE.dim).append([row(0, 0)])
+    planted = Path(run_dir) / SHARD_DIR / "b0001"
+    planted.write_bytes(b"not a bucket")
+    _, table, reader = scan_run(run_dir)
+    assert [r.seq for r in table.rows] == [0]
+    assert "directory" in reader.skipped["b0001"]
+
+    out = status(run_dir)
+    assert out.returncode == 0, out.stderr
+    assert "shards/b0001: " in out.stdout and "Traceback" not in out.stderr
+
+    with pytest.raises(RunDirectoryError) as err:
+        SegmentWriter(run_dir, 64, info.run_id, SPACE.dim)  # worker 64 lives in b0001
+    assert str(planted) in str(err.value) and "remove or rename" in str(err.value)
+    assert planted.read_bytes() == b"not a bucket"
+
+
 # 4. A name with an absurd generation.
 
 def test_a_planted_huge_generation_does_not_hide_later_rows(run_dir):
@@ -257,7 +278,7 @@ def test_a_world_writable_run_directory_gets_a_warning(tmp_path):
         open_run(run, SPACE, "mod:f", "maximize")
 
 
-# 9. A damaged run.json and a failed write.
+# 9. A damaged run.json, a failed write, and what `adbo status` says about skipped files.
 
 def _valid_run_json(run_dir) -> dict:
     open_run(run_dir, SPACE, "mod:f", "maximize", {"workers": 2})
@@ -329,3 +350,19 @@ def test_a_failed_run_json_write_leaves_no_temporary_file(tmp_path):
     assert not (fresh / RUN_FILE).exists()
 
 
+def test_status_names_the_skipped_files_and_why(run_dir):
+    info = open_run(run_dir, SPACE, "mod:f", "maximize", {"workers": 4})
+    SegmentWriter(run_dir, 0, info.run_id, SPACE.dim).append([row(0, 0)])
+    for gen in range(1, 8):
+        (bucket(run_dir, 0) / f"w000001-g{gen:09d}.h5").write_bytes(os.urandom(300))
+    out = status(run_dir)
+    assert out.returncode == 0, out.stderr
+    assert "skipped      7 " in out.stdout
+    for gen in range(1, 6):
+        assert f"shards/b0000/w000001-g{gen:09d}.h5: " in out.stdout
+    assert "w000001-g000000006.h5" not in out.stdout and "and 2 more" in out.stdout
+    lines = [line for line in out.stdout.splitlines() if "w000001-g000000001.h5" in line]
+    assert len(lines) == 1 and len(lines[0].split(": ", 1)[1]) > 5  # the reason is there
+    as_json = json.loads(status(run_dir, "--json").stdout)
+    assert as_json["segments_skipped"] == 7 and len(as_json["skipped_files"]) == 7
+    assert all(why for why in as_json["skipped_files"].values())
