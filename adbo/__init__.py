@@ -21,6 +21,7 @@ _EXPORTS = {
     "NoSuccessfulEvaluation": "adbo.launcher",
     "ObjectiveLoadError": "adbo.objective_ref",
     "format_summary": "adbo.launcher",
+    "exit_code": "adbo.launcher",
     "load_results": "adbo.results",
     "summarize": "adbo.results",
     "SearchSpace": "adbo.space",

@@ -230,7 +230,7 @@ def launch(
     progress: bool = True,
     startup_timeout: float = 120.0,
     poll_interval: float = 1.0,
-    evaluation: str = "process",
+    evaluation: str | None = None,
     allow_changed_objective: bool = False,
 ) -> RunSummary:
     """Run a decentralized BO search and return its summary. The one call users need.
@@ -243,10 +243,14 @@ def launch(
     ``walltime`` (seconds from now) stops workers from starting evaluations that cannot finish;
     on batch sites the allocation's own walltime does the same from each worker's start, keeping
     ``walltime_margin`` seconds in hand. ``evaluation="process"`` runs each worker's objective in a
-    child process (a timeout kills it, a crash is a failed row); ``"in-process"`` in the worker.
+    child process (a timeout kills it, a crash is a failed row); ``"in-process"`` in the worker;
+    the default is the site's (``in-process`` on ``local-threads``, ``process`` elsewhere).
     """
     from .site_configs import load_site
 
+    if evaluation is None:
+        site_module = load_site(site)
+        evaluation = getattr(site_module, "DEFAULT_EVALUATION", "process")
     _check_arguments(workers, max_evals, direction, eval_timeout, walltime, n_initial, evaluation)
     search_space = space if isinstance(space, SearchSpace) else SearchSpace(space)
     spec = package_objective(objective)  # fails here, not in N workers, if it cannot travel
@@ -393,7 +397,16 @@ def _finish(run_dir: str, reports: list, errors: dict, interrupted: bool) -> Run
     return result
 
 
-def format_summary(result: RunSummary) -> str:
+def exit_code(result: RunSummary) -> int:
+    """What a workflow script exits with: 130 when stopped by a signal, 1 when no evaluation
+    succeeded or a worker ended with an error, 0 otherwise."""
+    if result.interrupted:
+        return 130
+    return 1 if result.worker_errors or not result.n_ok else 0
+
+
+def format_summary(result: RunSummary, best_params: bool = True) -> str:
+    """The end-of-search summary; ``best_params=False`` leaves the configuration to the caller."""
     s = result.summary
     lines = [
         f"run directory:        {result.run_dir}",
@@ -402,7 +415,7 @@ def format_summary(result: RunSummary) -> str:
         f"best objective:       {s['best_objective'] if s['best_objective'] is not None else '- (no evaluation succeeded)'}"
         + (f" ({s['direction']})" if s['best_objective'] is not None else ""),
     ]
-    if s.get("best_params") is not None:
+    if best_params and s.get("best_params") is not None:
         lines.append(f"best parameters:      {s['best_params']}")
     if result.failures.failed and result.n_ok:
         lines.append(f"most common error:    {result.failures.most_common} ({result.failures.most_common_count}x)")

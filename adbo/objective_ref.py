@@ -96,19 +96,53 @@ def _script_directory() -> str | None:
     return os.path.dirname(os.path.abspath(path)) if path else None
 
 
+def _own_code(target: Any) -> str | None:
+    try:
+        return inspect.getsource(target)
+    except (OSError, TypeError):
+        code = getattr(target, "__code__", None)
+        return None if code is None else repr((code.co_code, code.co_consts, code.co_names))
+
+
+def _names(code: Any) -> set[str]:
+    """Global names a code object uses, nested code (comprehensions, lambdas, inner functions) included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names(const)
+    return names
+
+
 def _code_digest(obj: Any) -> str | None:
-    """Digest of the source (or, without source, the bytecode) that defines ``obj``."""
+    """Digest of the source (or, without source, the bytecode) of ``obj`` and of the functions and
+    classes of its own module that it calls, so that editing a helper counts as editing the objective."""
     if isinstance(obj, functools.partial):
         inner = _code_digest(obj.func)
         return None if inner is None else _sha(inner + repr((obj.args, sorted(obj.keywords.items()))))
     target = obj if inspect.isfunction(obj) or inspect.ismethod(obj) or inspect.isclass(obj) else type(obj)
-    try:
-        return _sha(inspect.getsource(target))
-    except (OSError, TypeError):
-        code = getattr(target, "__code__", None)
-        if code is None:
-            return None
-        return _sha(repr((code.co_code, code.co_consts, code.co_names)))
+    module = getattr(target, "__module__", None)
+    parts: list[str] = []
+    seen: set[int] = set()
+    todo = [target]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        text = _own_code(item)
+        if text is None:
+            if item is target:
+                return None
+            continue
+        parts.append(text)
+        functions = [item] if inspect.isfunction(item) else [
+            f for f in vars(item).values() if inspect.isfunction(f)] if inspect.isclass(item) else []
+        for fn in functions:
+            for name in _names(fn.__code__):
+                ref = fn.__globals__.get(name)
+                if (inspect.isfunction(ref) or inspect.isclass(ref)) and getattr(ref, "__module__", None) == module:
+                    todo.append(ref)
+    return _sha("\n".join(parts))
 
 
 def _sha(text: str | bytes) -> str:

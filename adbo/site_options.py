@@ -14,8 +14,8 @@ import inspect
 import json
 import os
 import re
+import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -157,8 +157,8 @@ def site_options_from_args(site: str, args: argparse.Namespace, environ: Mapping
             if takes:
                 options[flag.name] = value
             elif flag.name in ours:  # a workflow's own flag of the same name is its business
-                warnings.warn(f"site {site!r} does not use {flag.flag}; it was ignored "
-                              f"(see `--site {site} --help`)", UserWarning, stacklevel=2)
+                print(f"adbo: site {site!r} does not use {flag.flag}; it was ignored "
+                      f"(see `--site {site} --help`)", file=sys.stderr)
             continue
         text = environ.get(flag.env, "").strip()
         if takes and text:

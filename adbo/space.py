@@ -173,6 +173,14 @@ def _space_from_dict(spec: Mapping[str, Any]) -> ConfigurationSpace:
                 raise SpaceError(
                     f"parameter {name!r}: a tuple must be (low, high) or (low, high, 'log'), got {value!r}"
                 )
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)):
+                raise SpaceError(f"parameter {name!r}: bounds must be numbers, got {value!r}")
+            if not lo < hi:
+                raise SpaceError(f"parameter {name!r}: the low bound {lo!r} must be below the high bound {hi!r}; "
+                                 f"swap them, or use a plain value {lo!r} for a constant")
+            if log and lo <= 0:
+                raise SpaceError(f"parameter {name!r}: a log scale needs a positive low bound, got {lo!r}; "
+                                 "raise it (for example 1e-6) or drop 'log'")
             if isinstance(lo, int) and isinstance(hi, int) and not isinstance(lo, bool):
                 cs.add(Integer(name, (lo, hi), log=log))
             else:

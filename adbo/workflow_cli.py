@@ -39,7 +39,16 @@ def add_launch_arguments(parser: argparse.ArgumentParser, run_dir_default: str, 
     group.add_argument("--seed", type=int, default=0, help="seed of the workers' random streams (default: 0)")
     group.add_argument("--overlap", action="store_true",
                        help="scan and propose in a background thread while each evaluation runs (default: off)")
-    group.add_argument("--no-progress", action="store_true", help="no progress bar (for batch logs)")
+    group.add_argument("--no-progress", action="store_true",
+                       help="no live bar: a start line and a one-line update every 30 s (the default when "
+                            "output goes to a file)")
+    group.add_argument("--evaluation", choices=["process", "in-process"], default=None,
+                       help="where the objective runs: 'process', a child process per worker (a timeout kills "
+                            "it, a crash is a failed row), or 'in-process', in the worker itself (default: "
+                            "in-process on local-threads, process elsewhere)")
+    group.add_argument("--allow-changed-objective", action="store_true",
+                       help="resume a run although the objective's code changed since it started "
+                            "(old and new results are then mixed; default: refuse)")
     add_site_arguments(parser)
 
 
@@ -58,7 +67,15 @@ def resolve_launch(args: argparse.Namespace) -> dict[str, Any] | None:
     from the job's start); on local sites it counts from now.
     """
     options = site_options_from_args(args.site, args)
-    workers = args.workers or default_workers(args.site, options) or 4
+    workers = args.workers if args.workers is not None else (default_workers(args.site, options) or 4)
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    if args.max_evals is not None and args.max_evals < 1:
+        raise ValueError(f"--max-evals must be at least 1, got {args.max_evals}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if getattr(args, "n_initial", 1) is not None and getattr(args, "n_initial", 1) < 1:
+        raise ValueError(f"--n-initial must be at least 1 (the surrogate needs a result to fit), got {args.n_initial}")
     if getattr(args, "dry_run", False):
         print(dry_run(args.site, workers, args.run_dir, **options))
         return None
@@ -75,4 +92,6 @@ def resolve_launch(args: argparse.Namespace) -> dict[str, Any] | None:
         "seed": args.seed,
         "overlap": args.overlap,
         "progress": not args.no_progress,
+        "evaluation": args.evaluation,
+        "allow_changed_objective": args.allow_changed_objective,
     }

@@ -393,6 +393,21 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def check_device_here(spec: str) -> None:
+    """Refuse a device this machine cannot give, before any worker starts (local sites only:
+    a login node has no GPU although its compute nodes do)."""
+    try:
+        device = torch.device(spec) if spec != "auto" else None
+    except RuntimeError:
+        raise ValueError(f"--device {spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device is not None and device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {spec} asked for, but this torch ({torch.__version__}) sees no CUDA device "
+                             "here; use --device auto or cpu, or install the torch build for your CUDA")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def resolve_amp(amp: bool | str, device: torch.device) -> torch.dtype | None:
     """Mixed precision: ``False``/``"off"`` none; ``True``/``"auto"`` bf16 where supported, else fp16 (CUDA);
     ``"bf16"`` or ``"fp16"`` explicitly. On the CPU only bf16 is used."""

@@ -1,8 +1,10 @@
-"""This machine, one process per worker, through Parsl's HighThroughputExecutor.
+"""This machine, the default: each worker's BO loop in a thread, its evaluations in a child process.
 
-Processes isolate workers from each other (a worker that crashes or leaks memory cannot take its
-peers down) and sidestep the GIL. The executor listens on loopback only: without ``address=``
-Parsl would probe every address finder it has, including an HTTPS query to a public service.
+The evaluations, where the user's code and nearly all the time go, run in a process per worker
+(``adbo.child``): they use every core, a timeout kills them and a crash is a failed row. The BO
+loops are light (tens of milliseconds per step) and share the launcher's process and imports, so
+a search starts in about a second instead of paying for a Parsl worker pool and one Python
+start-up with Parsl, numpy and scikit-learn per worker. Nothing listens on any port.
 """
 
 from __future__ import annotations
@@ -10,36 +12,17 @@ from __future__ import annotations
 import os
 
 from parsl.config import Config
-from parsl.executors import HighThroughputExecutor
-from parsl.providers import LocalProvider
+from parsl.executors import ThreadPoolExecutor
 
-DESCRIPTION = "this machine: one process per worker (Parsl HighThroughputExecutor, loopback only)"
+DESCRIPTION = "this machine: a thread per worker's BO loop, a child process per worker for its evaluations (default)"
+DEFAULT_EVALUATION = "process"
 
 
-def make_config(workers: int, run_dir: str, address: str = "127.0.0.1", retries: int = 1, **_: object) -> Config:
-    """A config with exactly ``workers`` worker slots on this machine.
-
-    Parsl starts min(max_workers_per_node, cores / cores_per_worker) workers; BO workers mostly
-    wait on their objective, so each is given a sliver of a core and the slot count is set by
-    ``max_workers_per_node`` alone. With fewer slots than workers, the extra ones would silently
-    queue until others finish.
-    """
-    cores = os.cpu_count() or 1
+def make_config(workers: int, run_dir: str, **_: object) -> Config:
+    # Parsl's ThreadPoolExecutor defaults to two threads: more workers would wait for a slot.
     return Config(
-        executors=[
-            HighThroughputExecutor(
-                label="adbo_local",
-                address=address,
-                loopback_address=address,
-                max_workers_per_node=workers,
-                cores_per_worker=cores / (workers + 1),
-                provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
-                heartbeat_period=15,
-                heartbeat_threshold=120,
-            )
-        ],
+        executors=[ThreadPoolExecutor(label="adbo_local", max_threads=workers)],
         run_dir=os.path.join(run_dir, "logs", "parsl"),
-        retries=retries,
         usage_tracking=0,
         exit_mode="wait",
         strategy="none",

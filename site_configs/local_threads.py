@@ -1,7 +1,9 @@
-"""This machine, one thread per worker, through Parsl's ThreadPoolExecutor.
+"""This machine, everything in one process: a thread per worker, evaluations in that thread.
 
 The lightest way to run: no extra processes, nothing listening on any port. Workers share the
-GIL, so this suits objectives that release it (sleeping, I/O, numpy/torch kernels) and tests.
+GIL, so this suits objectives that release it (sleeping, I/O, numpy/torch kernels), objectives
+that cannot be sent to another process, and tests. A timeout is recorded but cannot stop the
+objective, and a crash of the objective ends the search: prefer ``local`` otherwise.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import os
 from parsl.config import Config
 from parsl.executors import ThreadPoolExecutor
 
-DESCRIPTION = "this machine: one thread per worker (Parsl ThreadPoolExecutor)"
+DESCRIPTION = "this machine: one thread per worker, evaluations in that thread (Parsl ThreadPoolExecutor)"
+DEFAULT_EVALUATION = "in-process"
 
 
 def make_config(workers: int, run_dir: str, **_: object) -> Config:

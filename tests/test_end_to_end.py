@@ -54,7 +54,7 @@ def _missing(v):
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-@pytest.mark.parametrize("site", ["local", "local-threads"])
+@pytest.mark.parametrize("site", ["local", "local-processes", "local-threads"])
 def test_four_workers_on_ackley(tmp_path, site):
     run_dir = str(tmp_path / "run")
     objective = SyntheticObjective("ackley", 5, eval_time=(0.05, 0.02))
@@ -126,7 +126,7 @@ def test_workflow_script_and_cli(tmp_path):
 
 def test_unknown_site_lists_the_known_ones(tmp_path):
     objective = SyntheticObjective("ackley", 2)
-    with pytest.raises(ValueError, match="unknown site 'summit'; known sites: .*local, local-threads"):
+    with pytest.raises(ValueError, match="unknown site 'summit'; known sites: .*local, local-processes, local-threads"):
         adbo.launch(objective, objective.space(), str(tmp_path / "r"), site="summit", workers=1, max_evals=2, progress=False)
     assert not (tmp_path / "r").exists(), "nothing is created for a launch that cannot start"
 

@@ -22,7 +22,7 @@ import sys
 import time
 
 import adbo
-from adbo.objectives.candle_combo import ComboObjective, combo_space
+from adbo.objectives.candle_combo import ComboObjective, check_device_here, combo_space
 from adbo.objectives.candle_data import (
     DATA_URL,
     SYNTHETIC_PRESETS,
@@ -33,7 +33,7 @@ from adbo.objectives.candle_data import (
 )
 from adbo.workflow_cli import add_launch_arguments, print_site_help_if_asked, resolve_launch
 
-LOCAL_SITES = {"local", "local-threads", "local_threads"}
+LOCAL_SITES = {"local", "local-threads", "local_threads", "local-processes", "local_processes"}
 
 
 def positive_int(text: str) -> int:
@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         launch_kwargs = resolve_launch(args)
+        if launch_kwargs is not None and launch_kwargs["site"] in LOCAL_SITES:
+            check_device_here(args.device)
     except ValueError as exc:
         print(f"candle_hpo: {exc}", file=sys.stderr)
         return 2
@@ -191,17 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataError, adbo.RunDirectoryError) as exc:
         print(f"candle_hpo: {exc}", file=sys.stderr)
         return 2
-    print(adbo.format_summary(result))
-    if result.best_params is None:
-        print("no evaluation succeeded: see the error column of `adbo export` and the worker logs")
-    else:
+    except adbo.ObjectiveLoadError as exc:
+        print(f"candle_hpo: {exc}", file=sys.stderr)
+        return 1
+    print(adbo.format_summary(result, best_params=False))
+    if result.n_ok:
         meta = best_metadata(result)
         print(f"best validation R2:   {_fmt(meta.get('val_r2', result.best_value), '.4f')} "
               f"(test R2 {_fmt(meta.get('test_r2'), '.4f')}, {_fmt(meta.get('epochs'), '.0f')} epochs, "
               f"{_fmt(meta.get('n_params'), ',.0f')} parameters, {_fmt(meta.get('train_seconds'), '.1f')} s of training)")
         print("best configuration:")
         print(json.dumps(result.best_params, indent=1, sort_keys=True, default=str))
-    return 1 if result.worker_errors else 0
+    return adbo.exit_code(result)
 
 
 if __name__ == "__main__":

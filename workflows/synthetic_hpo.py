@@ -63,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, adbo.RunDirectoryError) as exc:
         print(f"synthetic_hpo: {exc}", file=sys.stderr)
         return 2
+    except adbo.ObjectiveLoadError as exc:
+        print(f"synthetic_hpo: {exc}", file=sys.stderr)
+        return 1
     print(adbo.format_summary(result))
     print(f"known optimum:        {objective.optimum}")
-    return 1 if result.worker_errors else 0
+    return adbo.exit_code(result)
 
 
 if __name__ == "__main__":
