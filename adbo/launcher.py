@@ -29,7 +29,7 @@ from .progress import Monitor, say
 from .proposer import Proposer, ProposerSettings
 from .reaper import kill_descendants, start as start_reaper
 from .results import summarize
-from .runinfo import RUN_FILE, RunDirectoryError, RunInfo, _differences
+from .runinfo import RUN_FILE, RunDirectoryError, RunInfo, _differences, current_max_workers, reserve_worker_ids
 from .space import SearchSpace
 from .storage import STOP_FILE, open_run, read_run_info, scan_run
 from .surrogate import make_surrogate
@@ -232,6 +232,7 @@ def launch(
     poll_interval: float = 1.0,
     evaluation: str | None = None,
     allow_changed_objective: bool = False,
+    join: bool = False,
 ) -> RunSummary:
     """Run a decentralized BO search and return its summary. The one call users need.
 
@@ -245,6 +246,9 @@ def launch(
     ``walltime_margin`` seconds in hand. ``evaluation="process"`` runs each worker's objective in a
     child process (a timeout kills it, a crash is a failed row); ``"in-process"`` in the worker;
     the default is the site's (``in-process`` on ``local-threads``, ``process`` elsewhere).
+    ``join=True`` adds these workers to the search another launch is running in ``run_dir`` (from
+    a second allocation, say) under worker ids that launch does not use; without it, a second
+    launch on a run directory in use is refused with a message naming the holder.
     """
     from .site_configs import load_site
 
@@ -285,6 +289,9 @@ def launch(
         setattr(settings, key, value)
     Proposer(search_space, settings=settings.proposer_settings())  # bad options fail before anything starts
     existing = _check_objective_unchanged(run_dir, spec, allow_changed_objective)
+    if join:
+        return _join(run_dir, existing, search_space, spec, direction, config, settings, site, workers, progress,
+                     poll_interval, startup_timeout)
     if existing is not None and max_evals is not None:
         done = summarize(run_dir)
         if done["evaluations"] >= max_evals and not _differences(existing, search_space, spec.identity, direction):
@@ -308,6 +315,8 @@ def launch(
     if max_evals is not None:
         settings.budget_dir = str(Path(run_dir) / BUDGET_DIR / lease.state.launch_id)
         settings.budget_base = base
+        lease.state.budget_dir, lease.state.budget_base = settings.budget_dir, base
+        lease.touch()  # joining launches read the ticket directory from here
     stop_file = Path(run_dir) / STOP_FILE
     if stop_file.exists():
         stop_file.unlink()  # a STOP left by the previous launch must not end this one at once
@@ -317,6 +326,13 @@ def launch(
                       info.max_workers)
     say(f"adbo: starting {workers} worker{'s' if workers != 1 else ''} on site {site} "
         f"(run directory {run_dir}; {base} evaluations stored)")
+    return _run_workers(run_dir, config, spec, settings, range(workers), monitor, lease, startup_timeout,
+                        poll_interval)
+
+
+def _run_workers(run_dir: str, config: Any, spec: ObjectiveSpec, settings: WorkerSettings, worker_ids: range,
+                 monitor: Monitor, lease: Lease, startup_timeout: float, poll_interval: float) -> RunSummary:
+    """Start the workers through Parsl, watch them, stop them on a signal, and leave nothing behind."""
     reports: list[dict[str, Any]] = []
     errors: dict[int, str] = {}
     load_error: BaseException | None = None
@@ -328,9 +344,10 @@ def launch(
         dfk = parsl.load(config)
         signals.install()
         try:
-            futures = [_worker_app(run_dir, i, spec, settings.to_dict()) for i in range(workers)]
-            load_error = _watch(futures, monitor, lease, signals, workers, startup_timeout, poll_interval, run_dir)
-            for i, fut in enumerate(futures):
+            futures = [_worker_app(run_dir, i, spec, settings.to_dict()) for i in worker_ids]
+            load_error = _watch(futures, monitor, lease, signals, len(worker_ids), startup_timeout, poll_interval,
+                                run_dir)
+            for i, fut in zip(worker_ids, futures):
                 exc = fut.exception()
                 if exc is None:
                     reports.append(fut.result())
@@ -351,6 +368,33 @@ def launch(
     if load_error is not None:
         raise load_error
     return _finish(run_dir, reports, errors, interrupted=signals.count > 0)
+
+
+def _join(run_dir: str, existing: RunInfo | None, space: SearchSpace, spec: ObjectiveSpec, direction: str,
+          config: Any, settings: WorkerSettings, site: str, workers: int, progress: bool, poll_interval: float,
+          startup_timeout: float) -> RunSummary:
+    """Add workers to the search another launch holds, under worker ids it does not use."""
+    if existing is None:
+        raise RunDirectoryError(f"nothing to join in {run_dir}: it holds no search yet; start it without --join")
+    problems = _differences(existing, space, spec.identity, direction)
+    if problems:
+        raise RunDirectoryError(f"cannot join {run_dir}: " + "; ".join(problems) + "; join with the same search")
+    lease = Lease(run_dir, join=True)
+    lease.acquire()  # refuses when no launch is running there
+    holder = lease.holder()
+    first = reserve_worker_ids(run_dir, workers)
+    settings.launch_file = str(lease.path)
+    settings.launch_id = lease.state.launch_id
+    if holder is not None and holder.budget_dir and settings.max_evals is not None:
+        settings.budget_dir, settings.budget_base = holder.budget_dir, holder.budget_base
+    config.run_dir = os.path.join(run_dir, "logs", f"parsl-join-{lease.state.launch_id[:8]}")
+    _ensure_parsl_scripts_on_path()
+    monitor = Monitor(run_dir, existing.run_id, space.dim, direction == "maximize", settings.max_evals,
+                      workers, progress, current_max_workers(run_dir, existing))
+    say(f"adbo: joining {holder.describe() if holder else 'the running launch'} with {workers} worker"
+        f"{'s' if workers != 1 else ''} (ids {first}-{first + workers - 1}) on site {site}")
+    return _run_workers(run_dir, config, spec, settings, range(first, first + workers), monitor, lease,
+                        startup_timeout, poll_interval)
 
 
 def _watch(futures: list, monitor: Monitor, lease: Lease, signals: _Signals, workers: int,

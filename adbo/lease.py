@@ -20,14 +20,13 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .runinfo import RunDirectoryError
+from .runinfo import JOIN_DIR, RunDirectoryError
 
 LEASE_FILE = "lease.json"
-JOIN_DIR = "joins"
 HEARTBEAT_S = 5.0
 """Seconds between the launcher's heartbeats."""
 ORPHAN_AFTER_S = 45.0
@@ -45,7 +44,9 @@ class LeaseState:
     state: str = "running"
     """``running``, ``stopping`` (workers abandon their evaluations) or ``released``."""
     role: str = "holder"
-    workers: list[int] = field(default_factory=list)
+    budget_dir: str | None = None
+    """The holder's ticket directory, which joining launches share (``adbo.budget``)."""
+    budget_base: int = 0
 
     def describe(self) -> str:
         age = max(0.0, time.time() - self.time)

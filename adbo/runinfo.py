@@ -330,3 +330,48 @@ def open_run(
 def _make_subdirs(run_dir: Path, mode: int) -> None:
     make_dir(run_dir / SHARD_DIR, mode)
     make_dir(run_dir / LOG_DIR, mode)
+
+
+JOIN_DIR = "joins"
+
+
+def _joined_ranges(run_dir: Path) -> list[tuple[int, int]]:
+    """Worker id ranges (start, count) reserved by joining launches: ``joins/ids-START-COUNT``."""
+    ranges = []
+    try:
+        entries = list(os.scandir(run_dir / JOIN_DIR))
+    except (FileNotFoundError, NotADirectoryError):
+        return ranges
+    for entry in entries:
+        parts = entry.name.split("-")
+        if len(parts) == 3 and parts[0] == "ids" and parts[1].isdigit() and parts[2].isdigit():
+            ranges.append((int(parts[1]), int(parts[2])))
+    return ranges
+
+
+def current_max_workers(run_dir: str | os.PathLike, info: RunInfo | None = None) -> int | None:
+    """The number of worker ids in use: the largest launch's, or the end of the last joined range."""
+    run_dir = Path(run_dir)
+    info = info or read_run_info(run_dir)
+    ends = [start + count for start, count in _joined_ranges(run_dir)]
+    known = [v for v in (info.max_workers, *ends) if v is not None]
+    return max(known) if known else None
+
+
+def reserve_worker_ids(run_dir: str | os.PathLike, count: int, mode: int = 0o700) -> int:
+    """Reserve ``count`` worker ids that no other launch uses (for ``join``); returns the first.
+
+    Each reservation is a file created with ``O_EXCL``, so two launches joining at once never get
+    the same ids; run.json itself is not rewritten (its settings stay the holder's).
+    """
+    run_dir = Path(run_dir)
+    make_dir(run_dir / JOIN_DIR, mode)
+    for _ in range(1000):
+        start = current_max_workers(run_dir) or 0
+        try:
+            fd = os.open(run_dir / JOIN_DIR / f"ids-{start:06d}-{count}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return start
+    raise RunDirectoryError(f"could not reserve {count} worker ids in {run_dir / JOIN_DIR}; too many launches joining")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -43,6 +44,7 @@ from .runinfo import (
     RunDirectoryWarning,
     RunInfo,
     dir_mode as mode_for_access,
+    current_max_workers,
     file_mode,
     make_dir,
     open_run,
@@ -325,6 +327,7 @@ class SegmentReader:
         self.run_id = run_id
         self.dim = dim
         self.max_workers = max_workers
+        self._max_workers_read = -1e9
         self.progress: dict[int, _Progress] = {}
         self.skipped: dict[str, str] = {}
         self._done: set[str] = set()
@@ -391,12 +394,26 @@ class SegmentReader:
                 wanted.append(name)  # names inside a bucket are checked when read
         return sorted(wanted) if bucket is None else wanted
 
+    def _more_workers(self, worker: int) -> bool:
+        """Whether a launch that joined the run since uses ``worker`` (re-read at most every 5 s)."""
+        now = time.monotonic()
+        if now - self._max_workers_read < 5.0:
+            return False
+        self._max_workers_read = now
+        try:
+            latest = current_max_workers(self.shard_dir.parent)
+        except RunDirectoryError:
+            return False
+        if latest is not None and latest > (self.max_workers or 0):
+            self.max_workers = latest
+        return worker < (self.max_workers or 0)
+
     def _read(self, bucket: str, name: str, key: str, with_text: bool = True) -> RowBatch | None:
         seg = SegmentName.parse(name)
         if seg is None or bucket != bucket_name(seg.worker):
             self._skip(key, "not an adbo segment name for this directory")
             return None
-        if self.max_workers is not None and seg.worker >= self.max_workers:
+        if self.max_workers is not None and seg.worker >= self.max_workers and not self._more_workers(seg.worker):
             self._skip(key, f"written by unknown worker {seg.worker} (this run has {self.max_workers})")
             return None
         prog = self.progress.setdefault(seg.worker, _Progress())

@@ -49,6 +49,10 @@ def add_launch_arguments(parser: argparse.ArgumentParser, run_dir_default: str, 
     group.add_argument("--allow-changed-objective", action="store_true",
                        help="resume a run although the objective's code changed since it started "
                             "(old and new results are then mixed; default: refuse)")
+    group.add_argument("--join", action="store_true",
+                       help="add these workers to the search another launch is running in --run-dir (for example "
+                            "from a second allocation), under worker ids it does not use (default: refuse a run "
+                            "directory in use)")
     add_site_arguments(parser)
 
 
@@ -94,4 +98,5 @@ def resolve_launch(args: argparse.Namespace) -> dict[str, Any] | None:
         "progress": not args.no_progress,
         "evaluation": args.evaluation,
         "allow_changed_objective": args.allow_changed_objective,
+        "join": args.join,
     }
