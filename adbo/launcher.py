@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,7 +28,7 @@ from .lease import Lease
 from .objective_ref import ObjectiveLoadError, ObjectiveSpec, package_objective
 from .progress import Monitor, say
 from .proposer import Proposer, ProposerSettings
-from .reaper import kill_descendants, start as start_reaper
+from .reaper import MARK_VARIABLE, kill_descendants, start as start_reaper
 from .results import summarize
 from .runinfo import RUN_FILE, RunDirectoryError, RunInfo, _differences, current_max_workers, reserve_worker_ids
 from .space import SearchSpace
@@ -196,11 +197,11 @@ class _Signals:
         self._saved.clear()
 
 
-def _abort_now(since: float) -> None:
+def _abort_now(since: float, mark: str) -> None:
     """Second Ctrl-C: kill every process this launch started and exit at once (rows on disk stay)."""
     say("adbo: aborting now; evaluations in flight are lost (relaunch the same command to resume)")
     try:
-        kill_descendants(os.getpid(), since, grace=1.0)
+        kill_descendants(os.getpid(), since, grace=1.0, mark=mark)
     finally:
         os._exit(130)
 
@@ -337,8 +338,11 @@ def _run_workers(run_dir: str, config: Any, spec: ObjectiveSpec, settings: Worke
     errors: dict[int, str] = {}
     load_error: BaseException | None = None
     t_launch = time.time()
-    signals = _Signals(lambda: _abort_now(t_launch))
-    reaper = start_reaper(since=t_launch)
+    mark = settings.launch_id or uuid.uuid4().hex
+    previous_mark = os.environ.get(MARK_VARIABLE)
+    os.environ[MARK_VARIABLE] = mark  # every process this launch starts on this host carries it
+    signals = _Signals(lambda: _abort_now(t_launch, mark))
+    reaper = start_reaper(since=t_launch, mark=mark)
     try:
         signals.ignore_interrupts()  # Parsl's processes start now and inherit "ignore SIGINT"
         dfk = parsl.load(config)
@@ -363,7 +367,11 @@ def _run_workers(run_dir: str, config: Any, spec: ObjectiveSpec, settings: Worke
         if reaper is not None:
             reaper.kill()
             reaper.wait()
-        kill_descendants(os.getpid(), t_launch, grace=2.0)  # nothing this launch started outlives it
+        kill_descendants(os.getpid(), t_launch, grace=2.0, mark=mark)  # nothing this launch started outlives it
+        if previous_mark is None:
+            os.environ.pop(MARK_VARIABLE, None)
+        else:
+            os.environ[MARK_VARIABLE] = previous_mark
         signals.restore()
     if load_error is not None:
         raise load_error

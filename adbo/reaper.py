@@ -4,8 +4,11 @@ Parsl's interchange and worker pool, and the workers under them, do not notice w
 that started them is killed (SIGKILL, a lost login session): they went on evaluating for minutes.
 The launcher therefore starts this small watcher in a session of its own. It notes the launcher's
 descendants every ``INTERVAL_S`` seconds and, once the launcher is gone, kills those that are still
-there (matched by pid and start time, so a recycled pid is never hit). Workers on other hosts stop
-by themselves when the launch's heartbeat stops (``adbo.lease``).
+there (matched by pid and start time, so a recycled pid is never hit). Parsl's local provider
+starts the worker pool through a shell that detaches it (its parent becomes init), so the launcher
+also marks its environment with ``ADBO_LAUNCH_MARK`` before it starts anything, and the reaper
+kills this host's processes that carry the mark. Workers on other hosts stop by themselves when
+the launch's heartbeat stops (``adbo.lease``).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import sys
 import time
 
 INTERVAL_S = 1.0
+MARK_VARIABLE = "ADBO_LAUNCH_MARK"
 
 
-def start(launcher_pid: int | None = None, since: float | None = None) -> subprocess.Popen | None:
+def start(launcher_pid: int | None = None, since: float | None = None, mark: str = "") -> subprocess.Popen | None:
     """Start the reaper for this process (returns None where psutil is missing).
 
     Only processes created after ``since`` (default: now) are the launch's: whatever the user's
@@ -32,18 +36,28 @@ def start(launcher_pid: int | None = None, since: float | None = None) -> subpro
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
     return subprocess.Popen(
-        [sys.executable, "-m", "adbo.reaper", str(launcher_pid or os.getpid()), repr(since or time.time())],
+        [sys.executable, "-m", "adbo.reaper", str(launcher_pid or os.getpid()), repr(since or time.time()), mark],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
         start_new_session=True,
     )
 
 
-def kill_descendants(pid: int, since: float, known: dict[int, float] | None = None, grace: float = 3.0) -> int:
-    """Terminate, then kill, the descendants of ``pid`` created after ``since`` (and ``known``
-    ones); returns how many."""
+def kill_descendants(pid: int, since: float, known: dict[int, float] | None = None, grace: float = 3.0,
+                     mark: str = "") -> int:
+    """Terminate, then kill, the descendants of ``pid`` created after ``since``, the ``known``
+    ones, and those carrying ``mark`` in their environment; returns how many."""
     import psutil
 
     victims: dict[int, psutil.Process] = {}
+    if mark:
+        me = os.getpid()
+        for proc in psutil.process_iter():
+            try:
+                if (proc.pid not in (me, pid) and proc.create_time() >= since - 0.01
+                        and proc.environ().get(MARK_VARIABLE) == mark):
+                    victims[proc.pid] = proc
+            except psutil.Error:
+                pass
     try:
         for child in psutil.Process(pid).children(recursive=True):
             try:
@@ -78,7 +92,7 @@ def kill_descendants(pid: int, since: float, known: dict[int, float] | None = No
     return len(procs)
 
 
-def watch(launcher_pid: int, since: float) -> None:
+def watch(launcher_pid: int, since: float, mark: str) -> None:
     import psutil
 
     try:
@@ -105,8 +119,8 @@ def watch(launcher_pid: int, since: float) -> None:
         except psutil.Error:
             pass
         time.sleep(INTERVAL_S)
-    kill_descendants(launcher_pid, since, known)
+    kill_descendants(launcher_pid, since, known, mark=mark)
 
 
 if __name__ == "__main__":
-    watch(int(sys.argv[1]), float(sys.argv[2]))
+    watch(int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")

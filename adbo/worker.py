@@ -27,7 +27,7 @@ from .surrogate import make_surrogate
 from .budget import BudgetTickets
 from .evaluation import Objective
 from .evaluator import ChildEvaluator, InlineEvaluator
-from .lease import LaunchWatch
+from .lease import ORPHAN_AFTER_S, LaunchWatch
 from .objective_ref import ObjectiveLoadError, ObjectiveSpec, package_objective
 from .space import SearchSpace
 from .storage import (
@@ -84,6 +84,8 @@ class WorkerSettings(ProposerSettings):
     launch_id: str | None = None
     lease_poll_s: float = 2.0
     """Seconds between the worker's reads of its launch's heartbeat file."""
+    orphan_after_s: float = ORPHAN_AFTER_S
+    """A worker whose launch's heartbeat has not advanced for this long abandons its evaluation and stops."""
     budget_dir: str | None = None
     """This launch's ticket directory (``adbo.budget``); None: the budget is checked on scans only."""
     budget_base: int = 0
@@ -163,7 +165,7 @@ class Worker:
         in_process_target = objective if callable(objective) and not isinstance(objective, ObjectiveSpec) else self.spec
         self.evaluator = (InlineEvaluator(in_process_target) if settings.evaluation == "in-process"
                           else ChildEvaluator(self.spec))
-        self.watch = LaunchWatch(settings.launch_file, settings.launch_id, settings.lease_poll_s)
+        self.watch = LaunchWatch(settings.launch_file, settings.launch_id, settings.lease_poll_s, settings.orphan_after_s)
         self._stop_now: str | None = None
         self._claims = 0
         info = read_run_info(self.run_dir)
