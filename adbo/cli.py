@@ -70,8 +70,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         try:
             frame.to_parquet(out, index=False)
         except ImportError as exc:
-            print(f"adbo: writing parquet needs pyarrow ({exc}); pip install 'adbo[parquet]' or use .csv",
-                  file=sys.stderr)
+            print(f"adbo: writing parquet needs pyarrow ({exc}): install it with `.venv/bin/pip install -e "
+                  "'.[parquet]'` in the source tree (or `pip install pyarrow`), or write a .csv file", file=sys.stderr)
             return 2
     else:
         print(f"adbo: cannot tell the format of {out}: use a .csv or .parquet file name", file=sys.stderr)

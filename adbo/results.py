@@ -60,28 +60,38 @@ def load_results(run_dir: str | os.PathLike, include_in_flight: bool = True) -> 
     return rows_to_frame(rows, info.space.names)
 
 
-def utilization(table: ResultTable) -> float:
-    """Busy time over available time, as the ADBO paper defines it.
+def launch_windows(rows: list[EvalRow]) -> list[tuple[list[EvalRow], float, float]]:
+    """Rows grouped by the launch that ran them (``metadata["launch"]``), each with its window:
+    first start to last timestamp. Rows stored before launches were recorded form one group."""
+    groups: dict[str, list[EvalRow]] = {}
+    for r in rows:
+        if math.isfinite(r.t_started):
+            groups.setdefault(str(r.metadata.get("launch", "")), []).append(r)
+    out = []
+    for members in groups.values():
+        t0 = min(r.t_started for r in members)
+        t1 = max(max((r.t_finished for r in members if math.isfinite(r.t_finished)), default=t0),
+                 max(r.t_started for r in members))
+        out.append((members, t0, t1))
+    return out
 
-    Sum over evaluations of (finished - started), in-flight ones cut at the end of the window,
-    divided by (workers x window); the window runs from the first start to the last timestamp.
+
+def utilization(table: ResultTable) -> float:
+    """Busy time over available time, as the ADBO paper defines it, counted per launch.
+
+    Sum over evaluations of (finished - started), in-flight ones cut at the end of their launch's
+    window, divided by the sum over launches of (workers x window); a launch's window runs from
+    its first start to its last timestamp, so the time between a stop and a relaunch is not
+    counted as idle.
     """
-    rows = table.rows
-    if not rows:
-        return float("nan")
-    starts = np.array([r.t_started for r in rows])
-    ends = np.array([r.t_finished for r in rows])
-    valid = np.isfinite(starts)
-    if not valid.any():
-        return float("nan")
-    t0 = starts[valid].min()
-    t1 = np.nanmax(np.concatenate([ends[np.isfinite(ends)], starts[valid]]))
-    window = t1 - t0
-    workers = len({r.worker for r in rows})
-    if window <= 0 or workers == 0:
-        return float("nan")
-    busy = np.where(np.isfinite(ends), ends, t1)[valid] - starts[valid]
-    return float(np.clip(busy, 0, None).sum() / (workers * window))
+    busy = available = 0.0
+    for members, t0, t1 in launch_windows(table.rows):
+        window = t1 - t0
+        if window <= 0:
+            continue
+        busy += sum(max(0.0, (r.t_finished if math.isfinite(r.t_finished) else t1) - r.t_started) for r in members)
+        available += len({r.worker for r in members}) * window
+    return busy / available if available > 0 else float("nan")
 
 
 def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -98,9 +108,7 @@ def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
     ok = [r for r in rows if r.status == OK and math.isfinite(r.objective)]
     maximize = info.direction == "maximize"
     best = (max if maximize else min)(ok, key=lambda r: r.objective) if ok else None
-    finished = [r.t_finished for r in rows if math.isfinite(r.t_finished)]
-    started = [r.t_started for r in rows if math.isfinite(r.t_started)]
-    wall = (max(finished) - min(started)) if finished and started else 0.0
+    wall = sum(t1 - t0 for _, t0, t1 in launch_windows(rows))  # launches' windows, not the gaps between
     evaluations = sum(1 for r in rows if r.status in BUDGET_STATUSES)
     return {
         "run_dir": os.fspath(run_dir),

@@ -510,7 +510,8 @@ class Worker:
                 n_observations=n_obs, hostname=self.hostname,
                 eval_id=f"{self.info.run_id[:8]}-w{self.worker_id}-s{seq}",
                 metadata={"scan_s": round(scan_s, 6), **({"kappa": kappa} if math.isfinite(kappa) else {}),
-                          **({"ticket": ticket} if ticket is not None else {})},
+                          **({"ticket": ticket} if ticket is not None else {}),
+                          **({"launch": self.settings.launch_id[:8]} if self.settings.launch_id else {})},
             )
             if ahead is not None:
                 pending.metadata["proposal_age_s"] = round(t_submit - ahead.scanned_at, 6)

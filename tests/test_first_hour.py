@@ -311,3 +311,18 @@ def test_output_into_a_file_is_lines_not_a_bar(tmp_path):
     assert "evaluations 10/10" in err
     assert run.stdout.count("best parameters:") == 1
     run.out_path.unlink(), run.err_path.unlink()
+
+
+def test_utilization_and_throughput_leave_out_the_time_between_launches(tmp_path):
+    search_script(tmp_path, sleep=0.3)
+    first = UserRun(tmp_path, "search.py", "run", "local", "2", "8")
+    assert first.wait(120) == 0, first.stderr[-2000:]
+    time.sleep(6.0)  # the user looks at the results before relaunching
+    second = UserRun(tmp_path, "search.py", "run", "local", "2", "16")
+    assert second.wait(120) == 0, second.stderr[-2000:]
+    summary = adbo.summarize(tmp_path / "run")
+    stored = [r for r in rows(tmp_path / "run") if r.status == OK]
+    span = max(r.t_finished for r in stored) - min(r.t_started for r in stored)
+    assert len({r.metadata["launch"] for r in stored}) == 2
+    assert summary["wall_time_s"] < span - 5.0
+    assert summary["utilization"] > 0.6, summary["utilization"]
