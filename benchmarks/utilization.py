@@ -162,7 +162,7 @@ def run_adbo(workers: int, eval_time: tuple[float, float], duration: float, work
     launched = time.time()
     result: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: result.update(summary=adbo.launch(
-        objective, objective.space(), run_dir, site="local", workers=workers, max_evals=None,
+        objective, objective.space(), run_dir, site="local-processes", workers=workers, max_evals=None,
         direction="minimize", overlap=overlap, progress=False, startup_timeout=600)), daemon=True)
     thread.start()
     first_start = None
