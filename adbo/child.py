@@ -1,12 +1,15 @@
-"""The evaluation child process: ``python -m adbo.child REQUEST_FD REPLY_FD``.
+"""The evaluation child process (``adbo.evaluator`` starts it with ``main([REQUEST_FD, REPLY_FD, PARENT_PID])``).
 
 A worker runs its objective here rather than in itself, so that a timeout can kill the
 evaluation (and free its GPU) and a crash of the user's code (segfault, CUDA abort, ``os._exit``,
 out-of-memory kill) becomes a failed row instead of a lost worker. The process stays alive
 between evaluations, so imports and CUDA start-up are paid once.
 
-It never outlives its worker: it watches its parent and exits when the parent is gone, and it
-sits in a process group of its own that the worker kills as a whole (DataLoader workers included).
+It never outlives its worker: it watches its parent and, when the parent is gone, kills its own
+process group (what the objective started included) and exits. It sits in a process group of its
+own that the worker kills as a whole (DataLoader workers included), and it ignores SIGINT, SIGTERM
+and SIGHUP: the worker decides when an evaluation ends, and records a stop as ``interrupted``
+rather than as a crash of the objective.
 This module imports only the standard library until the objective is loaded.
 """
 
@@ -25,24 +28,33 @@ from typing import Any, Mapping
 PARENT_CHECK_S = 0.5
 
 
+def _kill_group_and_exit(*_: Any) -> None:
+    try:
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # the objective's own processes, then this one
+    finally:
+        os._exit(1)
+
+
 def _die_with_parent(parent: int) -> None:
-    """Exit (with the whole process group) once the worker that started us is gone."""
+    """Kill the process group and exit once the worker that started us is gone."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, _kill_group_and_exit)
     try:  # Linux: the kernel signals us the moment the parent thread dies
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGUSR2)  # PR_SET_PDEATHSIG
     except Exception:  # noqa: BLE001 - the watcher thread below covers other systems
         pass
+    if os.getppid() != parent:
+        _kill_group_and_exit()
 
     def watch() -> None:
         while True:
             time.sleep(PARENT_CHECK_S)
             if os.getppid() != parent:
-                try:
-                    os.killpg(os.getpgrp(), signal.SIGKILL)
-                finally:
-                    os._exit(1)
+                _kill_group_and_exit()
 
     threading.Thread(target=watch, name="adbo-parent-watch", daemon=True).start()
 
@@ -106,6 +118,7 @@ def serve(requests: Connection, replies: Connection) -> None:
 
 
 def main(argv: list[str]) -> None:
+    """``argv``: the request and reply pipe descriptors and the worker's pid."""
     parent = int(argv[2]) if len(argv) > 2 else os.getppid()
     _die_with_parent(parent)
     requests = Connection(int(argv[0]), writable=False)
@@ -116,4 +129,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(sys.argv[1:])  # python -m adbo.child REQUEST_FD REPLY_FD PARENT_PID

@@ -22,6 +22,20 @@ from .rows import FAILED, INTERRUPTED, TIMEOUT
 
 POLL_S = 0.25
 """How often a waiting worker checks whether it was asked to abandon its evaluation."""
+RELOAD_ATTEMPTS = 3
+"""Loads tried after a crash or timeout before the objective counts as unloadable (a first load
+that fails stops the search at once: no evaluation could ever succeed)."""
+
+_ADBO_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILD_BOOTSTRAP = (
+    "import sys\n"
+    "try:\n    import adbo.child\n"
+    "except ImportError:  # adbo found only through the worker's own path: add its directory last\n"
+    "    sys.path.append(sys.argv[1])\n    import adbo.child\n"
+    "adbo.child.main(sys.argv[2:])\n"
+)
+"""``python -c`` program of the child: adbo's directory is not exported to the objective's
+environment (that would make the repository's folders importable to everything it starts)."""
 
 
 def _death_text(returncode: int | None) -> str:
@@ -52,6 +66,27 @@ class InlineEvaluator:
     def ready(self, abandon: Callable[[], bool] | None = None) -> None:
         pass
 
+    def _replies_waiting(self) -> bool:
+        try:
+            return bool(self.replies.poll(0))
+        except (OSError, ValueError):
+            return False
+
+    def _died(self, abandon: Callable[[], bool] | None) -> Outcome:
+        """The Outcome of a child that died: interrupted if the search is stopping (a batch system's
+        SIGTERM reaches the child too), otherwise a failed evaluation naming how it died."""
+        returncode = None
+        if self.proc is not None:
+            try:
+                returncode = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                returncode = None
+        self.kill()
+        if abandon is not None and abandon():
+            return Outcome(INTERRUPTED, error="the search was stopped during this evaluation; "
+                                              "a relaunch continues the search")
+        return Outcome(FAILED, error=_death_text(returncode))
+
     def evaluate(self, params: dict[str, Any], timeout: float | None,
                  abandon: Callable[[], bool] | None = None) -> Outcome:
         return evaluate(self.objective, params, timeout)
@@ -70,6 +105,7 @@ class ChildEvaluator:
         self.requests: Connection | None = None
         self.replies: Connection | None = None
         self._loaded = False
+        self._ever_loaded = False
         self.starts = 0
 
     # -- the child's life ----------------------------------------------------------------
@@ -79,14 +115,10 @@ class ChildEvaluator:
             return
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        env = dict(os.environ)
-        # The child must find adbo itself even where the worker was started without PYTHONPATH.
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "adbo.child", str(req_r), str(rep_w), str(os.getpid())],
-                pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, env=env,
+                [sys.executable, "-c", CHILD_BOOTSTRAP, _ADBO_PARENT, str(req_r), str(rep_w), str(os.getpid())],
+                pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own group: killed as a whole, spared the terminal's Ctrl-C
             )
         finally:
@@ -104,10 +136,21 @@ class ChildEvaluator:
         Returns early (loading goes on) if ``abandon`` says to; a child that dies while loading
         (an import that crashes the interpreter) is a load error too.
         """
-        self.start()
-        early = self._wait_loaded(abandon)
-        if early is not None and early.status != INTERRUPTED:
-            raise ObjectiveLoadError(f"cannot load the objective {self.spec.identity}: {early.error} while loading it")
+        attempts = RELOAD_ATTEMPTS if self._ever_loaded else 1
+        for attempt in range(attempts):
+            self.start()
+            try:
+                early = self._wait_loaded(abandon)
+            except ObjectiveLoadError:
+                if attempt + 1 == attempts:
+                    raise
+                early = Outcome(FAILED)
+            if early is None or early.status == INTERRUPTED:
+                return
+            if attempt + 1 == attempts:
+                raise ObjectiveLoadError(
+                    f"cannot load the objective {self.spec.identity}: {early.error} while loading it")
+            time.sleep(min(30.0, 2.0 * 3 ** attempt))  # a reload after a crash may meet a passing fault
 
     def _wait_loaded(self, abandon: Callable[[], bool] | None) -> Outcome | None:
         """Wait for the child's load report; an Outcome if it died or was abandoned meanwhile."""
@@ -120,7 +163,7 @@ class ChildEvaluator:
         if kind == "load_error":
             self.kill()
             raise ObjectiveLoadError(text)
-        self._loaded = True
+        self._loaded = self._ever_loaded = True
         return None
 
     def kill(self) -> None:
@@ -165,13 +208,16 @@ class ChildEvaluator:
                 ready = self.replies.poll(wait)
             except (OSError, ValueError):
                 ready = True
+            if not ready and self.proc is not None and self.proc.poll() is not None:
+                # Dead, though a process it forked may still hold the pipe open: a last look, then go.
+                ready = self._replies_waiting()
+                if not ready:
+                    return self._died(abandon)
             if ready:
                 try:
                     return self.replies.recv()
                 except (EOFError, OSError):
-                    returncode = self.proc.wait(timeout=10) if self.proc is not None else None
-                    self.kill()
-                    return Outcome(FAILED, error=_death_text(returncode))
+                    return self._died(abandon)
             if abandon is not None and abandon():
                 self.kill()
                 return Outcome(INTERRUPTED, error="the search was stopped during this evaluation; "
@@ -179,6 +225,27 @@ class ChildEvaluator:
             if deadline is not None and time.monotonic() >= deadline:
                 self.kill()
                 return Outcome(TIMEOUT)
+
+    def _replies_waiting(self) -> bool:
+        try:
+            return bool(self.replies.poll(0))
+        except (OSError, ValueError):
+            return False
+
+    def _died(self, abandon: Callable[[], bool] | None) -> Outcome:
+        """The Outcome of a child that died: interrupted if the search is stopping (a batch system's
+        SIGTERM reaches the child too), otherwise a failed evaluation naming how it died."""
+        returncode = None
+        if self.proc is not None:
+            try:
+                returncode = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                returncode = None
+        self.kill()
+        if abandon is not None and abandon():
+            return Outcome(INTERRUPTED, error="the search was stopped during this evaluation; "
+                                              "a relaunch continues the search")
+        return Outcome(FAILED, error=_death_text(returncode))
 
     def evaluate(self, params: dict[str, Any], timeout: float | None,
                  abandon: Callable[[], bool] | None = None) -> Outcome:
@@ -191,9 +258,15 @@ class ChildEvaluator:
         try:
             self.requests.send(("eval", dict(params)))
         except (OSError, ValueError):
-            returncode = self.proc.poll() if self.proc is not None else None
+            # The idle child died (killed from outside): this evaluation never ran; use a new one.
             self.kill()
-            return Outcome(FAILED, error=_death_text(returncode))
+            self.ready(abandon)
+            if abandon is not None and abandon():
+                return Outcome(INTERRUPTED, error="the search was stopped before this evaluation started")
+            try:
+                self.requests.send(("eval", dict(params)))
+            except (OSError, ValueError):
+                return self._died(abandon)
         reply = self._receive(deadline, abandon)
         if isinstance(reply, Outcome):
             if reply.status == TIMEOUT:

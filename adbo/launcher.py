@@ -304,27 +304,37 @@ def launch(
     lease = Lease(run_dir)
     lease.acquire()
     try:
-        info = open_run(run_dir, search_space, spec.identity, direction,
-                        settings={**settings.to_dict(), "workers": workers, "site": site,
-                                  "objective_fingerprint": spec.fingerprint}, group_access=group_access)
+        return _hold_and_run(run_dir, lease, search_space, spec, direction, config, settings, site, workers,
+                             group_access, progress, startup_timeout, poll_interval)
     except BaseException:
-        lease.release()
+        lease.release()  # (idempotent) a launch that failed to start must not block the next one
         raise
+
+
+def _hold_and_run(run_dir: str, lease: Lease, search_space: SearchSpace, spec: ObjectiveSpec, direction: str,
+                  config: Any, settings: WorkerSettings, site: str, workers: int, group_access: bool,
+                  progress: bool, startup_timeout: float, poll_interval: float) -> RunSummary:
+    """The launch that holds the run directory: record it, set the budget, run the workers."""
+    info = open_run(run_dir, search_space, spec.identity, direction,
+                    settings={**settings.to_dict(), "workers": workers, "site": site,
+                              "objective_fingerprint": spec.fingerprint}, group_access=group_access)
     base = summarize(run_dir)["evaluations"]
     settings.launch_file = str(lease.path)
     settings.launch_id = lease.state.launch_id
-    if max_evals is not None:
+    if settings.max_evals is not None:
         settings.budget_dir = str(Path(run_dir) / BUDGET_DIR / lease.state.launch_id)
         settings.budget_base = base
         lease.state.budget_dir, lease.state.budget_base = settings.budget_dir, base
-        lease.touch()  # joining launches read the ticket directory from here
+        lease.state.max_evals = settings.max_evals
+    lease.state.ready = True
+    lease.touch()  # joining launches wait for this: they share the ticket directory
     stop_file = Path(run_dir) / STOP_FILE
     if stop_file.exists():
         stop_file.unlink()  # a STOP left by the previous launch must not end this one at once
     _ensure_parsl_scripts_on_path()
 
-    monitor = Monitor(run_dir, info.run_id, search_space.dim, direction == "maximize", max_evals, workers, progress,
-                      info.max_workers)
+    monitor = Monitor(run_dir, info.run_id, search_space.dim, direction == "maximize", settings.max_evals, workers,
+                      progress, info.max_workers)
     say(f"adbo: starting {workers} worker{'s' if workers != 1 else ''} on site {site} "
         f"(run directory {run_dir}; {base} evaluations stored)")
     return _run_workers(run_dir, config, spec, settings, range(workers), monitor, lease, startup_timeout,
@@ -360,19 +370,25 @@ def _run_workers(run_dir: str, config: Any, spec: ObjectiveSpec, settings: Worke
         finally:
             dfk.cleanup()
     finally:
-        parsl.clear()
-        monitor.update()
-        monitor.close()
-        lease.release()
-        if reaper is not None:
-            reaper.kill()
-            reaper.wait()
-        kill_descendants(os.getpid(), t_launch, grace=2.0, mark=mark)  # nothing this launch started outlives it
-        if previous_mark is None:
-            os.environ.pop(MARK_VARIABLE, None)
-        else:
-            os.environ[MARK_VARIABLE] = previous_mark
-        signals.restore()
+        try:
+            parsl.clear()
+            try:
+                monitor.update()
+            finally:
+                monitor.close()
+        finally:
+            try:
+                lease.release()
+                if reaper is not None:
+                    reaper.kill()
+                    reaper.wait()
+                kill_descendants(os.getpid(), t_launch, grace=2.0, mark=mark)  # nothing of this launch outlives it
+            finally:
+                if previous_mark is None:
+                    os.environ.pop(MARK_VARIABLE, None)
+                else:
+                    os.environ[MARK_VARIABLE] = previous_mark
+                signals.restore()
     if load_error is not None:
         raise load_error
     return _finish(run_dir, reports, errors, interrupted=signals.count > 0)
@@ -389,17 +405,23 @@ def _join(run_dir: str, existing: RunInfo | None, space: SearchSpace, spec: Obje
         raise RunDirectoryError(f"cannot join {run_dir}: " + "; ".join(problems) + "; join with the same search")
     lease = Lease(run_dir, join=True)
     lease.acquire()  # refuses when no launch is running there
-    holder = lease.holder()
-    first = reserve_worker_ids(run_dir, workers)
-    settings.launch_file = str(lease.path)
-    settings.launch_id = lease.state.launch_id
-    if holder is not None and holder.budget_dir and settings.max_evals is not None:
+    try:
+        holder = lease.wait_for_holder_ready()
+        if holder is None or not holder.ready:
+            raise RunDirectoryError(f"the launch holding {run_dir} has not finished starting; join again in a minute")
+        first = reserve_worker_ids(run_dir, workers)
+        settings.launch_file = str(lease.path)
+        settings.launch_id = lease.state.launch_id
+        settings.max_evals = holder.max_evals  # one budget for the whole search: the holder's
         settings.budget_dir, settings.budget_base = holder.budget_dir, holder.budget_base
-    config.run_dir = os.path.join(run_dir, "logs", f"parsl-join-{lease.state.launch_id[:8]}")
-    _ensure_parsl_scripts_on_path()
-    monitor = Monitor(run_dir, existing.run_id, space.dim, direction == "maximize", settings.max_evals,
-                      workers, progress, current_max_workers(run_dir, existing))
-    say(f"adbo: joining {holder.describe() if holder else 'the running launch'} with {workers} worker"
+        config.run_dir = os.path.join(run_dir, "logs", f"parsl-join-{lease.state.launch_id[:8]}")
+        _ensure_parsl_scripts_on_path()
+        monitor = Monitor(run_dir, existing.run_id, space.dim, direction == "maximize", settings.max_evals,
+                          workers, progress, current_max_workers(run_dir, existing))
+    except BaseException:
+        lease.release()
+        raise
+    say(f"adbo: joining {holder.describe()} with {workers} worker"
         f"{'s' if workers != 1 else ''} (ids {first}-{first + workers - 1}) on site {site}")
     return _run_workers(run_dir, config, spec, settings, range(first, first + workers), monitor, lease,
                         startup_timeout, poll_interval)

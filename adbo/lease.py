@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -47,6 +48,9 @@ class LeaseState:
     budget_dir: str | None = None
     """The holder's ticket directory, which joining launches share (``adbo.budget``)."""
     budget_base: int = 0
+    max_evals: int | None = None
+    ready: bool = False
+    """True once the holder's budget fields are set: a launch joins only then."""
 
     def describe(self) -> str:
         age = max(0.0, time.time() - self.time)
@@ -94,6 +98,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _process_alive_since(pid: int, started: float) -> bool:
+    """``pid`` runs and is the process that took the lease (not a later one given the same pid)."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time() <= started + 1.0
+    except ImportError:
+        return True
+    except Exception:  # noqa: BLE001 - psutil.Error: gone meanwhile
+        return False
+
+
 class Lease:
     """A launch's hold on (or guest pass to) a run directory, with its heartbeat thread."""
 
@@ -139,20 +157,31 @@ class Lease:
         return read_lease(self.run_dir / LEASE_FILE)
 
     def _alive(self, other: LeaseState, wait_for_stale: float | None) -> bool:
-        """Whether another launch is still running: its pid on this host, its heartbeat elsewhere."""
+        """Whether another launch is still running: its process on this host (the same pid, started
+        no later than the lease), its heartbeat elsewhere (given as long as a worker gives it)."""
         if other.state == "released":
             return False
         if other.host == socket.gethostname():
-            return _pid_alive(other.pid)
-        period = max(other.__dict__.get("heartbeat_s", HEARTBEAT_S), HEARTBEAT_S)
-        window = 3 * period if wait_for_stale is None else wait_for_stale
+            return _process_alive_since(other.pid, other.started)
+        window = max(3 * HEARTBEAT_S, ORPHAN_AFTER_S) if wait_for_stale is None else wait_for_stale
+        print(f"adbo: {self.run_dir} is held by {other.describe()}; watching its heartbeat for up to "
+              f"{window:.0f} s to tell whether it still runs", file=sys.stderr, flush=True)
         give_up = time.monotonic() + window
         while time.monotonic() < give_up:
-            time.sleep(min(1.0, period))
+            time.sleep(1.0)
             now = read_lease(self.run_dir / LEASE_FILE)
             if now is None or now.launch_id != other.launch_id or now.beat != other.beat:
                 return now is not None and now.state != "released"
         return False
+
+    def wait_for_holder_ready(self, timeout: float = 120.0) -> LeaseState | None:
+        """The holder's state once it has published its budget (a joiner must share its tickets)."""
+        give_up = time.monotonic() + timeout
+        while True:
+            holder = self.holder()
+            if holder is None or holder.ready or holder.state != "running" or time.monotonic() > give_up:
+                return holder
+            time.sleep(0.5)
 
     # -- keeping it ------------------------------------------------------------------------
     def _start_heartbeat(self) -> None:

@@ -39,6 +39,8 @@ class Monitor:
         self.bar = tqdm(total=budget, desc="evaluations", unit="eval", dynamic_ncols=True, file=sys.stderr,
                         disable=not self.bar_mode)
         self.started: set[int] = set()
+        """Workers of this launch that have published a row (rows submitted since it began)."""
+        self._recent: dict[tuple[int, int], int] = {}
         self.done = 0
         self.failures = 0
         self.active = 0
@@ -52,14 +54,13 @@ class Monitor:
             warnings.simplefilter("ignore", RuntimeWarning)
             for batch in self.reader.scan_batches(with_text=False):
                 self.table.upsert_batch(batch)
+                self._note_recent(batch.numeric)
         _, y, st = self.table.view()
         self.done = int(np.isin(st, BUDGET_STATUSES).sum())
         ok = st == OK
         self.best = float(np.max(y[ok]) if self.maximize else np.min(y[ok])) if ok.any() else None
         self.failures = int(np.isin(st, (FAILED, TIMEOUT)).sum())
-        w = self.table.worker[: len(self.table)]
-        self.started.update(int(v) for v in np.unique(w))
-        self.active = len({int(v) for v in w[st == IN_FLIGHT]})
+        self.active = len({w for (w, _), status in self._recent.items() if status == IN_FLIGHT})
         if self.bar_mode:
             if self.bar.total is not None and self.done > self.bar.total:
                 self.bar.total = self.done
@@ -69,6 +70,14 @@ class Monitor:
             self.bar.refresh()
         else:
             self._line()
+
+    def _note_recent(self, numeric: np.ndarray) -> None:
+        """Rows of this launch only: earlier launches' workers and stale in-flight rows are not ours."""
+        mine = numeric[numeric["t_submitted"] >= self.t0 - 1.0]
+        for w, q, status in zip(mine["worker"].tolist(), mine["seq"].tolist(), mine["status"].tolist()):
+            self.started.add(w)
+            if status != IN_FLIGHT or (w, q) not in self._recent:
+                self._recent[(w, q)] = status
 
     def _best_text(self) -> str:
         return f"{self.best:.6g}" if self.best is not None else "-"

@@ -336,7 +336,7 @@ JOIN_DIR = "joins"
 
 
 def _joined_ranges(run_dir: Path) -> list[tuple[int, int]]:
-    """Worker id ranges (start, count) reserved by joining launches: ``joins/ids-START-COUNT``."""
+    """Worker id ranges (start, count) reserved by joining launches: ``joins/ids-START`` holding COUNT."""
     ranges = []
     try:
         entries = list(os.scandir(run_dir / JOIN_DIR))
@@ -344,8 +344,14 @@ def _joined_ranges(run_dir: Path) -> list[tuple[int, int]]:
         return ranges
     for entry in entries:
         parts = entry.name.split("-")
-        if len(parts) == 3 and parts[0] == "ids" and parts[1].isdigit() and parts[2].isdigit():
-            ranges.append((int(parts[1]), int(parts[2])))
+        if len(parts) != 2 or parts[0] != "ids" or not parts[1].isdigit():
+            continue
+        try:
+            count = int(Path(entry.path).read_text().strip() or 0)
+        except (OSError, ValueError):
+            count = 0
+        # A reservation caught between its creation and its count covers at least its start.
+        ranges.append((int(parts[1]), max(1, count)))
     return ranges
 
 
@@ -368,10 +374,17 @@ def reserve_worker_ids(run_dir: str | os.PathLike, count: int, mode: int = 0o700
     make_dir(run_dir / JOIN_DIR, mode)
     for _ in range(1000):
         start = current_max_workers(run_dir) or 0
-        try:
-            fd = os.open(run_dir / JOIN_DIR / f"ids-{start:06d}-{count}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:  # the name holds only the start, so two launches can never both reserve it
+            fd = os.open(run_dir / JOIN_DIR / f"ids-{start:06d}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             continue
-        os.close(fd)
+        try:
+            os.write(fd, f"{count}\n".encode())
+        finally:
+            os.close(fd)
+        # Another launch that read the old maximum may have reserved a range reaching past our
+        # start between our reading and our creating: then ours overlaps it, so take the next one.
+        if any(s < start < s + c for s, c in _joined_ranges(run_dir) if s != start):
+            continue
         return start
     raise RunDirectoryError(f"could not reserve {count} worker ids in {run_dir / JOIN_DIR}; too many launches joining")

@@ -394,11 +394,12 @@ class SegmentReader:
                 wanted.append(name)  # names inside a bucket are checked when read
         return sorted(wanted) if bucket is None else wanted
 
-    def _more_workers(self, worker: int) -> bool:
-        """Whether a launch that joined the run since uses ``worker`` (re-read at most every 5 s)."""
+    def _more_workers(self, worker: int) -> bool | None:
+        """Whether a launch that joined the run since uses ``worker``; None when the worker ids
+        were re-read less than 5 s ago (the segment waits for the next scan, it is not skipped)."""
         now = time.monotonic()
         if now - self._max_workers_read < 5.0:
-            return False
+            return None
         self._max_workers_read = now
         try:
             latest = current_max_workers(self.shard_dir.parent)
@@ -413,9 +414,13 @@ class SegmentReader:
         if seg is None or bucket != bucket_name(seg.worker):
             self._skip(key, "not an adbo segment name for this directory")
             return None
-        if self.max_workers is not None and seg.worker >= self.max_workers and not self._more_workers(seg.worker):
-            self._skip(key, f"written by unknown worker {seg.worker} (this run has {self.max_workers})")
-            return None
+        if self.max_workers is not None and seg.worker >= self.max_workers:
+            known = self._more_workers(seg.worker)
+            if known is None:
+                return None  # looked at run.json and joins/ too recently: try again at the next scan
+            if not known:
+                self._skip(key, f"written by unknown worker {seg.worker} (this run has {self.max_workers})")
+                return None
         prog = self.progress.setdefault(seg.worker, _Progress())
         if prog.seen(seg.gen) or (seg.compacted and prog.upto >= seg.gen - 1):
             prog.mark_upto(seg.gen) if seg.compacted else prog.mark(seg.gen)

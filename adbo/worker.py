@@ -167,6 +167,7 @@ class Worker:
                           else ChildEvaluator(self.spec))
         self.watch = LaunchWatch(settings.launch_file, settings.launch_id, settings.lease_poll_s, settings.orphan_after_s)
         self._stop_now: str | None = None
+        self._sigterm = False
         self._claims = 0
         info = read_run_info(self.run_dir)
         self.info = info
@@ -240,7 +241,10 @@ class Worker:
     def abandon_reason(self) -> str | None:
         """Why the current evaluation must be abandoned now (launch stopped or gone, SIGTERM)."""
         if self._stop_now is None:
-            self._stop_now = self.watch.check()
+            watched = self.watch.check()
+            if self._sigterm:  # set by the signal handler, which may run at any bytecode
+                watched = "SIGTERM received (the batch system is ending the job)"
+            self._stop_now = watched
         return self._stop_now
 
     def _should_abandon(self) -> bool:
@@ -261,7 +265,9 @@ class Worker:
             return self._stop_now
         if (self.run_dir / STOP_FILE).exists():
             return "STOP file present"
-        if s.max_evals is not None and self.budget_used() + self._peers_in_flight() >= s.max_evals:
+        # With tickets the claim decides; without, peers' evaluations in flight count as spent.
+        in_flight = 0 if self.tickets is not None else self._peers_in_flight()
+        if s.max_evals is not None and self.budget_used() + in_flight >= s.max_evals:
             return f"evaluation budget reached ({s.max_evals})"
         if s.max_worker_evals is not None and self.report.evaluations >= s.max_worker_evals:
             return f"per-worker budget reached ({s.max_worker_evals})"
@@ -281,6 +287,10 @@ class Worker:
         return statistics.median(self.durations[-50:]) if self.durations else 0.0
 
     # -- proposing ----------------------------------------------------------------------
+    PUBLISH_AT_ONCE_AFTER_S = 10.0
+    """Final rows of evaluations longer than this are published at once rather than with the next
+    in-flight row: one more small segment, against the risk of losing an expensive result."""
+
     SAMPLES_WHILE_IMPORTING = 3
     """Space-filling proposals a worker makes, at most, instead of waiting for the surrogate's
     library to finish importing in the background; after that it waits. On a node with a core
@@ -409,15 +419,16 @@ class Worker:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-            self.evaluator.close()
-            if self._ahead is not None:
-                self._ahead.join()
+            # The finished result first: whatever comes next may be cut short by a SIGKILL.
             if self._unpublished:
                 try:
                     self.writer.append(self._unpublished)
                 except WriterSuperseded:
                     pass  # a newer copy of this worker owns the shards now; the original error says so
                 self._unpublished = []
+            self.evaluator.close()
+            if self._ahead is not None:
+                self._ahead.join()
 
     def _publish(self, rows: list[EvalRow]) -> None:
         self.writer.append(self._unpublished + rows)
@@ -455,7 +466,7 @@ class Worker:
         threading.Thread(target=work, name="adbo-warm-up", daemon=True).start()
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self._stop_now = "SIGTERM received (the batch system is ending the job)"
+        self._sigterm = True
 
     def _loop(self) -> WorkerReport:
         self.evaluator.start()  # the objective loads in its process while this worker scans
@@ -542,7 +553,10 @@ class Worker:
                 status=outcome.status, objective=outcome.value, metadata={**pending.metadata, **outcome.metadata},
                 t_started=t_start, t_finished=t_end, error=outcome.error,
             )
-            self._unpublished.append(final)  # published with the next in-flight row, or on the way out
+            if t_end - t_start > self.PUBLISH_AT_ONCE_AFTER_S or outcome.status == INTERRUPTED:
+                self._publish([final])  # a result that cost this much is not held back for a step
+            else:
+                self._unpublished.append(final)  # published with the next in-flight row, or on the way out
             self.table.upsert([final])
             seq += 1
             self.report.evaluations += 1
@@ -577,4 +591,8 @@ def run_worker(run_dir: str, worker_id: int, objective: "Objective | str", setti
         worker.log.warning("%s", exc)
         worker.report.stop_reason = str(exc)
         report = worker.report
+    finally:
+        for handler in list(worker.log.handlers):  # workers in threads share the launcher's file limit
+            worker.log.removeHandler(handler)
+            handler.close()
     return asdict(report)

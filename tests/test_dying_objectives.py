@@ -139,3 +139,111 @@ def test_a_worker_whose_launch_stops_beating_stops_by_itself(tmp_path):
         wait_for(lambda: not run.leftovers(), 10, "the evaluation's process to exit")
     finally:
         run.kill_all()
+
+
+def test_an_objective_that_forks_then_dies_is_reported_at_once(tmp_path):
+    """A child the objective forked keeps the reply pipe open: the death is still seen at once."""
+    write(tmp_path, "search.py", """
+        import multiprocessing
+        import os
+        import time
+        import adbo
+
+        def objective(params):
+            multiprocessing.Process(target=time.sleep, args=(60,)).start()
+            os._exit(3)
+
+        if __name__ == "__main__":
+            result = adbo.optimize(objective, {"a": (0.0, 1.0)}, "run", workers=1, max_evals=2)
+    """)
+    run = UserRun(tmp_path, "search.py")
+    try:
+        assert run.wait(60) == 0, run.stderr[-2000:]
+        stored = [r for r in rows(tmp_path / "run") if r.status == FAILED]
+        assert [r.error for r in stored] == ["objective process died: exit code 3"] * 2
+        assert all(r.t_finished - r.t_started < 5.0 for r in stored)
+    finally:
+        run.kill_all()
+
+
+def test_processes_the_objective_started_die_with_a_killed_worker(tmp_path):
+    write(tmp_path, "worker.py", """
+        import subprocess
+        import time
+        from adbo.evaluator import ChildEvaluator
+        from adbo.objective_ref import package_objective
+
+        def objective(params):
+            proc = subprocess.Popen(["sleep", "300"])
+            with open("sleeper.pid", "w") as f:
+                f.write(str(proc.pid))
+            time.sleep(300)
+
+        if __name__ == "__main__":
+            ChildEvaluator(package_objective(objective)).evaluate({}, None)
+    """)
+    run = UserRun(tmp_path, "worker.py")
+    try:
+        pid = int(wait_for(lambda: (tmp_path / "sleeper.pid").exists() and (tmp_path / "sleeper.pid").read_text(),
+                           60, "the objective's own process"))
+        run.proc.kill()  # the worker dies (node failure, OOM killer): its objective's processes follow
+        run.wait(10)
+        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+                 10, "the objective's own process to die")
+    finally:
+        run.kill_all()
+
+
+def test_a_relaunch_with_fewer_workers_after_a_kill_reaches_the_budget(tmp_path):
+    write(tmp_path, "search.py", """
+        import sys
+        import time
+        import adbo
+
+        def objective(params):
+            time.sleep(0.5)
+            return params["a"]
+
+        if __name__ == "__main__":
+            adbo.optimize(objective, {"a": (0.0, 1.0)}, "run", workers=int(sys.argv[1]), max_evals=int(sys.argv[2]))
+    """)
+    first = UserRun(tmp_path, "search.py", "6", "40")
+    try:
+        wait_for(lambda: count_status(tmp_path / "run", OK) >= 12 and count_status(tmp_path / "run", IN_FLIGHT) >= 6,
+                 60, "a dozen results with six in flight")
+        first.proc.kill()  # six evaluations stay in flight forever: no worker 2-5 will run again
+        first.wait(10)
+        wait_for(lambda: not first.leftovers(), 30, "the killed launch's processes to go")
+    finally:
+        first.kill_all()
+    done = count_status(tmp_path / "run", OK, FAILED, TIMEOUT)
+    second = UserRun(tmp_path, "search.py", "2", str(done + 8))
+    assert second.wait(120) == 0, second.stderr[-2000:]
+    assert count_status(tmp_path / "run", OK, FAILED, TIMEOUT) == done + 8
+
+
+def test_sigterm_to_the_whole_job_records_interrupted_not_failed(tmp_path):
+    write(tmp_path, "search.py", """
+        import time
+        import adbo
+
+        def objective(params):
+            time.sleep(60)
+            return params["a"]
+
+        if __name__ == "__main__":
+            result = adbo.optimize(objective, {"a": (0.0, 1.0)}, "run", workers=3, max_evals=20)
+            raise SystemExit(adbo.exit_code(result))
+    """)
+    run = UserRun(tmp_path, "search.py")
+    try:
+        wait_for(lambda: count_status(tmp_path / "run", IN_FLIGHT) >= 3, 60, "three evaluations in flight")
+        for proc in run.leftovers():  # a batch system signals every process of the job
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except psutil.Error:
+                pass
+        assert run.wait(60) == 130, run.stderr[-2000:]
+        assert count_status(tmp_path / "run", INTERRUPTED) == 3 and count_status(tmp_path / "run", FAILED) == 0
+    finally:
+        run.kill_all()
