@@ -96,6 +96,8 @@ def serve(requests: Connection, replies: Connection) -> None:
             spec = message[1]
             if spec.workdir and os.path.isdir(spec.workdir):
                 os.chdir(spec.workdir)
+            if getattr(spec, "argv", None):
+                sys.argv = list(spec.argv)  # the script's own arguments, as in the launcher
             try:
                 objective = load_objective(spec)
                 replies.send(("loaded", None))

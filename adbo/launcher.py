@@ -7,6 +7,7 @@ It can be killed and relaunched; the workers' results are already on disk.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import sys
@@ -434,7 +435,7 @@ def _watch(futures: list, monitor: Monitor, lease: Lease, signals: _Signals, wor
     warned_startup = stopping = False
     load_error: BaseException | None = None
     while not all(f.done() for f in futures):
-        time.sleep(poll_interval)
+        concurrent.futures.wait(futures, timeout=poll_interval)  # returns as soon as all are done
         monitor.update()
         if load_error is None:
             for fut in futures:

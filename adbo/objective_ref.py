@@ -49,6 +49,8 @@ class ObjectiveSpec:
     """The launcher's working directory: evaluations run there when it exists on their host."""
     fingerprint: str | None = None
     """Digest of the objective's code, so an edited objective is not mixed into an old run."""
+    argv: list[str] = field(default_factory=list)
+    """The launcher's ``sys.argv``: an objective that reads the script's arguments sees them."""
 
 
 def objective_identity(objective: Any) -> str:
@@ -188,7 +190,7 @@ def package_objective(objective: Any) -> ObjectiveSpec:
         return objective
     paths = list(dict.fromkeys(p for p in (_script_directory(), os.getcwd()) if p))
     common = {"paths": paths, "extra_paths": _user_import_dirs(paths), "workdir": os.getcwd(),
-              "fingerprint": objective_fingerprint(objective)}
+              "fingerprint": objective_fingerprint(objective), "argv": list(sys.argv)}
     if isinstance(objective, str):
         resolve_reference(objective)  # fail here, in the launcher, with the import error
         return ObjectiveSpec(objective_identity(objective), reference=objective, **common)

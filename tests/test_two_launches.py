@@ -54,6 +54,8 @@ def test_a_second_allocation_joins_with_its_own_worker_ids_and_the_budget_holds(
         stored = rows(tmp_path / "run")
         assert {r.worker for r in stored if r.status == OK} == {0, 1, 2, 3}
         assert count_status(tmp_path / "run", OK, FAILED, TIMEOUT) == 24  # one budget for both launches
+        # The objective reads the script's own arguments (sleep 1.0 s): the workers see the launcher's argv.
+        assert all(0.9 < r.t_finished - r.t_started < 3.0 for r in stored if r.status == OK)
         # Each launch's workers read the other's results.
         assert max(r.n_observations for r in stored if r.worker < 2) > sum(1 for r in stored if r.worker < 2)
     finally:
