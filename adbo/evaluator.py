@@ -50,6 +50,10 @@ def _death_text(returncode: int | None) -> str:
     return f"objective process died: exit code {returncode}"
 
 
+def _stopped() -> Outcome:
+    return Outcome(INTERRUPTED, error="the search was stopped during this evaluation; a relaunch continues the search")
+
+
 class InlineEvaluator:
     """Evaluations in the worker's own process (``evaluation="in-process"``).
 
@@ -65,27 +69,6 @@ class InlineEvaluator:
 
     def ready(self, abandon: Callable[[], bool] | None = None) -> None:
         pass
-
-    def _replies_waiting(self) -> bool:
-        try:
-            return bool(self.replies.poll(0))
-        except (OSError, ValueError):
-            return False
-
-    def _died(self, abandon: Callable[[], bool] | None) -> Outcome:
-        """The Outcome of a child that died: interrupted if the search is stopping (a batch system's
-        SIGTERM reaches the child too), otherwise a failed evaluation naming how it died."""
-        returncode = None
-        if self.proc is not None:
-            try:
-                returncode = self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                returncode = None
-        self.kill()
-        if abandon is not None and abandon():
-            return Outcome(INTERRUPTED, error="the search was stopped during this evaluation; "
-                                              "a relaunch continues the search")
-        return Outcome(FAILED, error=_death_text(returncode))
 
     def evaluate(self, params: dict[str, Any], timeout: float | None,
                  abandon: Callable[[], bool] | None = None) -> Outcome:
@@ -220,8 +203,7 @@ class ChildEvaluator:
                     return self._died(abandon)
             if abandon is not None and abandon():
                 self.kill()
-                return Outcome(INTERRUPTED, error="the search was stopped during this evaluation; "
-                                                  "a relaunch continues the search")
+                return _stopped()
             if deadline is not None and time.monotonic() >= deadline:
                 self.kill()
                 return Outcome(TIMEOUT)
@@ -243,8 +225,7 @@ class ChildEvaluator:
                 returncode = None
         self.kill()
         if abandon is not None and abandon():
-            return Outcome(INTERRUPTED, error="the search was stopped during this evaluation; "
-                                              "a relaunch continues the search")
+            return _stopped()
         return Outcome(FAILED, error=_death_text(returncode))
 
     def evaluate(self, params: dict[str, Any], timeout: float | None,

@@ -25,6 +25,7 @@ import numpy as np
 from .proposer import Proposer, ProposerSettings
 from .surrogate import make_surrogate
 from .budget import BudgetTickets
+from .runinfo import file_mode
 from .evaluation import Objective
 from .evaluator import ChildEvaluator, InlineEvaluator
 from .lease import ORPHAN_AFTER_S, LaunchWatch
@@ -134,7 +135,12 @@ class WorkerReport:
 def _worker_logger(run_dir: Path, worker: int) -> logging.Logger:
     logger = logging.getLogger(f"adbo.worker.{run_dir}.{worker}")
     if not logger.handlers:
-        handler = logging.FileHandler(run_dir / LOG_DIR / f"worker-{worker:06d}.log")
+        path = run_dir / LOG_DIR / f"worker-{worker:06d}.log"
+        handler = logging.FileHandler(path)
+        try:  # the log is as readable as the run directory's other files, whatever the umask
+            os.chmod(path, file_mode(os.stat(run_dir / LOG_DIR).st_mode & 0o777))
+        except OSError:
+            pass
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
