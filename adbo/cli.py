@@ -62,6 +62,28 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.optuna_storage:
+        try:
+            from .optuna_export import export_to_optuna
+            import optuna  # noqa: F401
+        except ImportError:
+            print("adbo: exporting to Optuna needs optuna: .venv/bin/pip install -e '.[optuna]' in the source tree "
+                  "(or pip install optuna)", file=sys.stderr)
+            return 2
+        import optuna
+
+        try:
+            name, n = export_to_optuna(args.run_dir, args.optuna_storage, args.study_name)
+        except optuna.exceptions.DuplicatedStudyError:
+            print(f"adbo: {args.optuna_storage} already holds a study of that name; pass --study-name NEW",
+                  file=sys.stderr)
+            return 2
+        print(f"wrote {n} trials to study {name!r} in {args.optuna_storage}")
+        if not args.output:
+            return 0
+    if not args.output:
+        print("adbo: say where to export: -o FILE.csv, -o FILE.parquet or --optuna-storage URL", file=sys.stderr)
+        return 2
     frame = load_results(args.run_dir, include_in_flight=not args.final_only)
     out = Path(args.output)
     if out.suffix == ".csv":
@@ -87,6 +109,17 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        from .report import write_report
+    except ImportError as exc:  # matplotlib or scikit-learn missing from a minimal environment
+        print(f"adbo: the report needs matplotlib and scikit-learn ({exc}); pip install matplotlib", file=sys.stderr)
+        return 2
+    path = write_report(args.run_dir, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adbo", description="Inspect and steer adbo runs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,11 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("best", help="the best parameters and objective, as JSON")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_best)
-    p = sub.add_parser("export", help="every evaluation as a table (.csv or .parquet)")
+    p = sub.add_parser("export", help="every evaluation as a table (.csv or .parquet) or into an Optuna storage")
     p.add_argument("run_dir")
-    p.add_argument("-o", "--output", required=True, help="output file; the suffix picks the format")
+    p.add_argument("-o", "--output", default=None, help="output file; the suffix picks the format")
+    p.add_argument("--optuna-storage", default=None, metavar="URL",
+                   help="also write the run as a new Optuna study into this storage (e.g. sqlite:///adbo.db), "
+                        "for optuna-dashboard and Optuna's plots")
+    p.add_argument("--study-name", default=None, help="name of that study (default: adbo-RUNID8)")
     p.add_argument("--final-only", action="store_true", help="leave out evaluations still in flight")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("report", help="one self-contained HTML page of the search: best value over time and "
+                                      "evaluations, busy workers, overheads, best configurations, importance, failures")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", default=None,
+                   help="directory (or .html file) to write to (default: RUN_DIR/report.html)")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("stop", help="ask every worker to stop after its current evaluation")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_stop)

@@ -101,6 +101,11 @@ def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
     so that a user can find and fix it; ``segments_skipped`` is their count.
     """
     info, table, reader = scan_run(run_dir)
+    return summarize_scan(run_dir, info, table, reader)
+
+
+def summarize_scan(run_dir: str | os.PathLike, info: Any, table: ResultTable, reader: Any) -> dict[str, Any]:
+    """``summarize`` of a run already read with ``scan_run`` (the report reads it once for all)."""
     rows = table.rows
     counts = {name: 0 for name in STATUS_NAMES.values()}
     for r in rows:
