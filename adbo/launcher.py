@@ -113,7 +113,7 @@ def _positive_int(name: str, value: Any, fix: str) -> None:
 
 
 def _check_arguments(workers: Any, max_evals: Any, direction: str, eval_timeout: Any, walltime: Any,
-                     n_initial: Any, evaluation: str) -> None:
+                     n_initial: Any, evaluation: str, seed: Any = 0, walltime_margin: Any = None) -> None:
     """Everything that can be checked before anything is created or started."""
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
@@ -124,6 +124,11 @@ def _check_arguments(workers: Any, max_evals: Any, direction: str, eval_timeout:
     for name, value in (("the evaluation timeout", eval_timeout), ("walltime", walltime)):
         if value is not None and (not isinstance(value, (int, float)) or not value > 0):
             raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a whole number of at least 0, got {seed!r}")
+    if walltime is not None and walltime_margin is not None and walltime <= walltime_margin:
+        raise ValueError(f"walltime ({walltime:g} s) leaves no time to evaluate: it must exceed the "
+                         f"{walltime_margin:g} s kept in hand before it ends (walltime_margin)")
     if evaluation not in EVALUATION_MODES:
         raise ValueError(f"evaluation must be one of {', '.join(EVALUATION_MODES)}, got {evaluation!r}")
 
@@ -173,15 +178,17 @@ class _Signals:
         self._saved: dict[int, Any] = {}
 
     def ignore_interrupts(self) -> None:
+        """Until ``install``: Parsl's processes inherit "ignore SIGINT", so that a terminal's Ctrl-C
+        reaches only the launcher, which stops the workers and then ends those processes itself.
+        (They keep SIGTERM: Parsl's own shutdown terminates them with it.)"""
         if threading.current_thread() is threading.main_thread():
-            self._saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self._saved.setdefault(signal.SIGINT, signal.signal(signal.SIGINT, signal.SIG_IGN))
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
-            previous = signal.signal(sig, self._handle)
-            self._saved.setdefault(sig, previous)
+            self._saved.setdefault(sig, signal.signal(sig, self._handle))  # the user's, saved once
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.count += 1
@@ -203,6 +210,8 @@ def _abort_now(since: float, mark: str) -> None:
     say("adbo: aborting now; evaluations in flight are lost (relaunch the same command to resume)")
     try:
         kill_descendants(os.getpid(), since, grace=1.0, mark=mark)
+    except BaseException as exc:  # noqa: BLE001 - exiting anyway; say why something may be left
+        say(f"adbo: could not end every process of this launch: {type(exc).__name__}: {exc}")
     finally:
         os._exit(130)
 
@@ -257,7 +266,8 @@ def launch(
     if evaluation is None:
         site_module = load_site(site)
         evaluation = getattr(site_module, "DEFAULT_EVALUATION", "process")
-    _check_arguments(workers, max_evals, direction, eval_timeout, walltime, n_initial, evaluation)
+    _check_arguments(workers, max_evals, direction, eval_timeout, walltime, n_initial, evaluation, seed,
+                     walltime_margin)
     search_space = space if isinstance(space, SearchSpace) else SearchSpace(space)
     spec = package_objective(objective)  # fails here, not in N workers, if it cannot travel
     make_surrogate(surrogate, seed=0)  # an unknown name fails here with the list of known ones
@@ -353,6 +363,7 @@ def _run_workers(run_dir: str, config: Any, spec: ObjectiveSpec, settings: Worke
     previous_mark = os.environ.get(MARK_VARIABLE)
     os.environ[MARK_VARIABLE] = mark  # every process this launch starts on this host carries it
     signals = _Signals(lambda: _abort_now(t_launch, mark))
+    signals.install()  # a Ctrl-C from here on stops the search cleanly (but during Parsl's start)
     reaper = start_reaper(since=t_launch, mark=mark)
     try:
         signals.ignore_interrupts()  # Parsl's processes start now and inherit "ignore SIGINT"
@@ -363,13 +374,15 @@ def _run_workers(run_dir: str, config: Any, spec: ObjectiveSpec, settings: Worke
             load_error = _watch(futures, monitor, lease, signals, len(worker_ids), startup_timeout, poll_interval,
                                 run_dir)
             for i, fut in zip(worker_ids, futures):
+                if not fut.done():
+                    continue  # given up on after a stop (see STOP_GRACE_S)
                 exc = fut.exception()
                 if exc is None:
                     reports.append(fut.result())
                 elif not isinstance(exc, ObjectiveLoadError):
                     errors[i] = f"{type(exc).__name__}: {exc}"
         finally:
-            dfk.cleanup()
+            _cleanup_parsl(dfk)
     finally:
         try:
             parsl.clear()
@@ -428,10 +441,26 @@ def _join(run_dir: str, existing: RunInfo | None, space: SearchSpace, spec: Obje
                         startup_timeout, poll_interval)
 
 
+CLEANUP_TIMEOUT_S = 20.0
+"""Parsl's shutdown waits forever on an interchange that died (a SIGTERM to the whole process
+group kills it): past this, the launcher ends Parsl's processes itself; every result is on disk."""
+STOP_GRACE_S = 30.0
+"""After a stop, how long the launcher waits for its workers to report back before it ends them."""
+
+
+def _cleanup_parsl(dfk: Any) -> None:
+    thread = threading.Thread(target=dfk.cleanup, name="adbo-parsl-cleanup", daemon=True)
+    thread.start()
+    thread.join(CLEANUP_TIMEOUT_S)
+    if thread.is_alive():
+        say(f"adbo: Parsl did not shut down within {CLEANUP_TIMEOUT_S:.0f} s; ending its processes")
+
+
 def _watch(futures: list, monitor: Monitor, lease: Lease, signals: _Signals, workers: int,
            startup_timeout: float, poll_interval: float, run_dir: str) -> BaseException | None:
     """Wait for the workers, showing progress; stop them all on a signal or an unloadable objective."""
     first_start: float | None = None
+    stopped_at: float | None = None
     warned_startup = stopping = False
     load_error: BaseException | None = None
     while not all(f.done() for f in futures):
@@ -443,8 +472,13 @@ def _watch(futures: list, monitor: Monitor, lease: Lease, signals: _Signals, wor
                     load_error = fut.exception()
                     say(f"adbo: stopping the search: {load_error}")
                     break
+        if stopped_at is not None and time.monotonic() - stopped_at > STOP_GRACE_S:
+            say(f"adbo: workers did not report back within {STOP_GRACE_S:.0f} s of the stop; ending them "
+                "(their rows are on disk)")
+            break
         if (signals.count or load_error is not None) and not stopping:
             stopping = True
+            stopped_at = time.monotonic()
             lease.stopping()
             if signals.count:
                 name = "Ctrl-C" if signals.signum == signal.SIGINT else "SIGTERM"

@@ -20,6 +20,8 @@ import time
 
 INTERVAL_S = 1.0
 MARK_VARIABLE = "ADBO_LAUNCH_MARK"
+CLOCK_SLACK_S = 2.0
+"""psutil derives start times from boot time and clock ticks: they can read up to a second early."""
 
 
 def start(launcher_pid: int | None = None, since: float | None = None, mark: str = "") -> subprocess.Popen | None:
@@ -43,7 +45,7 @@ def start(launcher_pid: int | None = None, since: float | None = None, mark: str
 
 
 def kill_descendants(pid: int, since: float, known: dict[int, float] | None = None, grace: float = 3.0,
-                     mark: str = "") -> int:
+                     mark: str = "", keep: int | None = None) -> int:
     """Terminate, then kill, the descendants of ``pid`` created after ``since``, the ``known``
     ones, and those carrying ``mark`` in their environment; returns how many."""
     import psutil
@@ -53,7 +55,7 @@ def kill_descendants(pid: int, since: float, known: dict[int, float] | None = No
         me = os.getpid()
         for proc in psutil.process_iter():
             try:
-                if (proc.pid not in (me, pid) and proc.create_time() >= since - 0.01
+                if (proc.pid not in (me, pid) and proc.create_time() >= since - CLOCK_SLACK_S
                         and proc.environ().get(MARK_VARIABLE) == mark):
                     victims[proc.pid] = proc
             except psutil.Error:
@@ -61,7 +63,7 @@ def kill_descendants(pid: int, since: float, known: dict[int, float] | None = No
     try:
         for child in psutil.Process(pid).children(recursive=True):
             try:
-                if child.create_time() >= since - 0.01 and child.pid != os.getpid():
+                if child.create_time() >= since - CLOCK_SLACK_S and child.pid != os.getpid():
                     victims[child.pid] = child
             except psutil.Error:
                 pass
@@ -76,6 +78,7 @@ def kill_descendants(pid: int, since: float, known: dict[int, float] | None = No
                 victims[other] = proc
         except psutil.Error:
             pass
+    victims.pop(keep, None)
     procs = list(victims.values())
     for proc in procs:
         try:
@@ -112,7 +115,7 @@ def watch(launcher_pid: int, since: float, mark: str) -> None:
             for child in launcher.children(recursive=True):
                 try:
                     created = child.create_time()
-                    if created >= since - 0.01:
+                    if created >= since - CLOCK_SLACK_S:
                         known[child.pid] = created
                 except psutil.Error:
                     pass

@@ -156,7 +156,7 @@ def site_options_from_args(site: str, args: argparse.Namespace, environ: Mapping
         if value is not None:
             if takes:
                 options[flag.name] = value
-            elif flag.name in ours:  # a workflow's own flag of the same name is its business
+            elif flag.name in ours and flag.name != "walltime":  # local sites: --walltime counts from now
                 print(f"adbo: site {site!r} does not use {flag.flag}; it was ignored "
                       f"(see `--site {site} --help`)", file=sys.stderr)
             continue

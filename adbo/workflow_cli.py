@@ -78,6 +78,8 @@ def resolve_launch(args: argparse.Namespace) -> dict[str, Any] | None:
         raise ValueError(f"--max-evals must be at least 1, got {args.max_evals}")
     if args.timeout is not None and not args.timeout > 0:
         raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be at least 0, got {args.seed}")
     if getattr(args, "n_initial", 1) is not None and getattr(args, "n_initial", 1) < 1:
         raise ValueError(f"--n-initial must be at least 1 (the surrogate needs a result to fit), got {args.n_initial}")
     if getattr(args, "dry_run", False):
