@@ -106,15 +106,23 @@ def serve(requests: Connection, replies: Connection) -> None:
             except BaseException as exc:  # noqa: BLE001
                 replies.send(("load_error", _error_text(exc)))
         elif kind == "eval":
+            from adbo.evaluation import Outcome, call
+            from adbo.rows import FAILED
+
+            def decide(step: float, value: float) -> "str | None":
+                """Ask the worker, which holds every peer's curve, whether to stop here."""
+                replies.send(("report", step, value))
+                answer = requests.recv()
+                return answer[1] if answer[0] == "decision" else None
+
+            # SystemExit and KeyboardInterrupt too: only the worker ends an evaluation.
+            outcome = call(objective, message[1], decide, message[2] if len(message) > 2 else "",
+                           catch=BaseException)
+            outcome.metadata = _plain(outcome.metadata)
             try:
-                result = _plain(objective(dict(message[1])))
-                reply = ("result", result)
-            except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too
-                reply = ("error", _error_text(exc))
-            try:
-                replies.send(reply)
+                replies.send(outcome.to_message())
             except (pickle.PicklingError, TypeError) as exc:
-                replies.send(("error", f"the objective's result cannot be sent back: {exc}"))
+                replies.send(Outcome(FAILED, error=f"the objective's result cannot be sent back: {exc}").to_message())
         elif kind == "exit":
             return
 

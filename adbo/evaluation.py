@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .objective_ref import objective_identity, resolve_reference
-from .rows import FAILED, OK, TIMEOUT
+from .rows import FAILED, OK, STOPPED, TIMEOUT
+from .trial import Decide, Trial, is_pruned, wants_trial
 
 Objective = Callable[[dict[str, Any]], Any]
 
@@ -32,6 +33,17 @@ class Outcome:
     value: float = float("nan")
     metadata: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    curve: list[tuple[float, float]] | None = None
+    """(step, value) pairs the objective reported, if any."""
+
+    def to_message(self) -> tuple[Any, ...]:
+        """Plain values for the pipe from the evaluation's process to its worker."""
+        return ("outcome", self.status, self.value, self.metadata, self.error, self.curve)
+
+    @staticmethod
+    def from_message(message: tuple[Any, ...]) -> "Outcome":
+        _, status, value, metadata, error, curve = message
+        return Outcome(status, value, metadata, error, curve)
 
 
 def interpret(result: Any) -> Outcome:
@@ -56,7 +68,41 @@ def interpret(result: Any) -> Outcome:
     return Outcome(OK, number, metadata)
 
 
-def evaluate(objective: Objective, params: dict[str, Any], timeout: float | None) -> Outcome:
+def call(objective: Objective, params: dict[str, Any], decide: Decide | None = None,
+         eval_id: str = "", catch: type[BaseException] = Exception) -> Outcome:
+    """Call the objective once (with a trial handle if it takes one) and say how it went.
+
+    ``catch``: what becomes a failed row. In the worker's own thread a KeyboardInterrupt must
+    still reach the launcher; in a child process or a helper thread everything is caught.
+    """
+    trial = Trial(dict(params), decide, eval_id) if wants_trial(objective) else None
+    try:
+        result = objective(dict(params), trial) if trial is not None else objective(dict(params))
+    except catch as exc:  # noqa: BLE001 - the worker must survive any objective error
+        if trial is not None and is_pruned(exc):
+            return _stopped(trial, {})
+        outcome = Outcome(FAILED, error=_error_text(exc))
+    else:
+        outcome = interpret(result)
+        if trial is not None and trial.should_prune():
+            return _stopped(trial, outcome.metadata)
+    if trial is not None and trial.steps:
+        outcome.curve = list(zip(trial.steps, trial.values))
+    return outcome
+
+
+def _stopped(trial: Trial, metadata: dict[str, Any]) -> Outcome:
+    """An evaluation ended early: its value is its last report (NaN if it never reported)."""
+    if not trial.steps:
+        return Outcome(FAILED, metadata=metadata,
+                       error="the objective raised TrialPruned before reporting any value (trial.report)")
+    reason = trial.stop_reason or "the objective stopped itself (TrialPruned)"
+    return Outcome(STOPPED, trial.values[-1], {**metadata, "step": trial.steps[-1], "stop_reason": reason},
+                   curve=list(zip(trial.steps, trial.values)))
+
+
+def evaluate(objective: Objective, params: dict[str, Any], timeout: float | None,
+             decide: Decide | None = None, eval_id: str = "") -> Outcome:
     """Run one evaluation, with a time limit when ``timeout`` is set.
 
     Without a timeout the objective runs in the calling thread (what GPU libraries and signal
@@ -66,18 +112,13 @@ def evaluate(objective: Objective, params: dict[str, Any], timeout: float | None
     should also stop themselves, for example by bounding epochs by wall time.
     """
     if timeout is None:
-        try:
-            return interpret(objective(dict(params)))
-        except Exception as exc:  # noqa: BLE001 - the worker must survive any objective error
-            return Outcome(FAILED, error=_error_text(exc))
+        return call(objective, params, decide, eval_id)
     box: dict[str, Any] = {}
     done = threading.Event()
 
     def target() -> None:
         try:
-            box["result"] = objective(dict(params))
-        except BaseException as exc:  # noqa: BLE001
-            box["error"] = _error_text(exc)
+            box["outcome"] = call(objective, params, decide, eval_id, catch=BaseException)
         finally:
             done.set()
 
@@ -85,9 +126,7 @@ def evaluate(objective: Objective, params: dict[str, Any], timeout: float | None
     thread.start()
     if not done.wait(timeout):
         return Outcome(TIMEOUT, error=f"evaluation exceeded the timeout of {timeout:g} s")
-    if "error" in box:
-        return Outcome(FAILED, error=box["error"])
-    return interpret(box.get("result"))
+    return box["outcome"]
 
 
 def _error_text(exc: BaseException) -> str:

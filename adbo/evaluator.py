@@ -16,7 +16,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from .evaluation import Outcome, evaluate, interpret
+from .evaluation import Outcome, evaluate
+from .trial import Decide
 from .objective_ref import ObjectiveLoadError, ObjectiveSpec, load_objective
 from .rows import FAILED, INTERRUPTED, TIMEOUT
 
@@ -71,8 +72,9 @@ class InlineEvaluator:
         pass
 
     def evaluate(self, params: dict[str, Any], timeout: float | None,
-                 abandon: Callable[[], bool] | None = None) -> Outcome:
-        return evaluate(self.objective, params, timeout)
+                 abandon: Callable[[], bool] | None = None, decide: Decide | None = None,
+                 eval_id: str = "") -> Outcome:
+        return evaluate(self.objective, params, timeout, decide, eval_id)
 
     def close(self) -> None:
         pass
@@ -229,15 +231,21 @@ class ChildEvaluator:
         return Outcome(FAILED, error=_death_text(returncode))
 
     def evaluate(self, params: dict[str, Any], timeout: float | None,
-                 abandon: Callable[[], bool] | None = None) -> Outcome:
-        """Run one evaluation; raises ObjectiveLoadError only if the objective cannot be loaded."""
+                 abandon: Callable[[], bool] | None = None, decide: Decide | None = None,
+                 eval_id: str = "") -> Outcome:
+        """Run one evaluation; raises ObjectiveLoadError only if the objective cannot be loaded.
+
+        ``decide(step, value)`` answers the objective's ``trial.report`` calls (the worker's
+        stopper); while it runs, the evaluation's clock keeps going.
+        """
         self.start()
         early = self._wait_loaded(abandon)  # loading (imports, CUDA start-up) is not timed
         if early is not None:
             return early
         deadline = None if timeout is None else time.monotonic() + timeout
+        request = ("eval", dict(params), eval_id)
         try:
-            self.requests.send(("eval", dict(params)))
+            self.requests.send(request)
         except (OSError, ValueError):
             # The idle child died (killed from outside): this evaluation never ran; use a new one.
             self.kill()
@@ -245,15 +253,19 @@ class ChildEvaluator:
             if abandon is not None and abandon():
                 return Outcome(INTERRUPTED, error="the search was stopped before this evaluation started")
             try:
-                self.requests.send(("eval", dict(params)))
+                self.requests.send(request)
             except (OSError, ValueError):
                 return self._died(abandon)
-        reply = self._receive(deadline, abandon)
-        if isinstance(reply, Outcome):
-            if reply.status == TIMEOUT:
-                reply.error = f"evaluation exceeded the timeout of {timeout:g} s; its process was killed"
-            return reply
-        kind, value = reply
-        if kind == "error":
-            return Outcome(FAILED, error=value)
-        return interpret(value)
+        while True:
+            reply = self._receive(deadline, abandon)
+            if isinstance(reply, Outcome):
+                if reply.status == TIMEOUT:
+                    reply.error = f"evaluation exceeded the timeout of {timeout:g} s; its process was killed"
+                return reply
+            if reply[0] != "report":
+                return Outcome.from_message(reply)
+            reason = decide(reply[1], reply[2]) if decide is not None else None
+            try:
+                self.requests.send(("decision", reason))
+            except (OSError, ValueError):
+                pass  # the child died meanwhile: the next receive says how

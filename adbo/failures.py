@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
-from .rows import FAILED, OK, TIMEOUT, EvalRow
+from .rows import FAILED, OK, STOPPED, TIMEOUT, EvalRow
 
 TAIL_LINES = 6
 
@@ -34,7 +34,7 @@ class FailureDigest:
     def of(cls, rows: Iterable[EvalRow]) -> "FailureDigest":
         rows = sorted(rows, key=lambda r: (r.t_finished, r.worker, r.seq))
         failed = [r for r in rows if r.status in (FAILED, TIMEOUT)]
-        finished = sum(1 for r in rows if r.status in (OK, FAILED, TIMEOUT))
+        finished = sum(1 for r in rows if r.status in (OK, FAILED, TIMEOUT, STOPPED))
         if not failed:
             return cls(0, finished)
         counts = Counter(error_key(r.error) for r in failed)

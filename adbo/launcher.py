@@ -26,6 +26,8 @@ from .budget import BUDGET_DIR
 from .evaluation import Objective
 from .failures import FailureDigest
 from .lease import Lease
+from .stopping import PARTIAL_MODES, make_stopper
+from .trial import wants_trial
 from .objective_ref import ObjectiveLoadError, ObjectiveSpec, package_objective
 from .progress import Monitor, say
 from .proposer import Proposer, ProposerSettings
@@ -244,6 +246,9 @@ def launch(
     evaluation: str | None = None,
     allow_changed_objective: bool = False,
     join: bool = False,
+    stopper: str = "none",
+    stopper_options: Mapping[str, Any] | None = None,
+    partial_results: str = "rank",
 ) -> RunSummary:
     """Run a decentralized BO search and return its summary. The one call users need.
 
@@ -260,6 +265,9 @@ def launch(
     ``join=True`` adds these workers to the search another launch is running in ``run_dir`` (from
     a second allocation, say) under worker ids that launch does not use; without it, a second
     launch on a run directory in use is refused with a message naming the holder.
+    ``stopper`` ends evaluations early from the learning curves objectives report through their
+    trial handle (``"asha"``, ``"median"``, ``"extrapolate"``; see ``adbo.stopping`` for
+    ``stopper_options``); ``partial_results`` says what the surrogate learns from a stopped one.
     """
     from .site_configs import load_site
 
@@ -269,6 +277,12 @@ def launch(
     _check_arguments(workers, max_evals, direction, eval_timeout, walltime, n_initial, evaluation, seed,
                      walltime_margin)
     search_space = space if isinstance(space, SearchSpace) else SearchSpace(space)
+    make_stopper(stopper, **dict(stopper_options or {}))  # an unknown name or option fails here
+    if partial_results not in PARTIAL_MODES:
+        raise ValueError(f"unknown partial_results {partial_results!r}; choose one of {', '.join(PARTIAL_MODES)}")
+    if stopper != "none" and callable(objective) and not wants_trial(objective):
+        say(f"adbo: note: the stopper {stopper!r} has nothing to judge: the objective takes no trial argument "
+            "to report its learning curve to (def objective(params, trial): ... trial.report(value, step))")
     spec = package_objective(objective)  # fails here, not in N workers, if it cannot travel
     make_surrogate(surrogate, seed=0)  # an unknown name fails here with the list of known ones
     run_dir = os.path.abspath(os.fspath(run_dir))
@@ -294,6 +308,9 @@ def launch(
         evaluation=evaluation,
         workers=workers,
         lease_poll_s=float(min(15.0, max(1.0, workers / 100.0))),
+        stopper=stopper,
+        stopper_options=dict(stopper_options or {}),
+        partial_results=partial_results,
     )
     for key, value in dict(proposer_options or {}).items():
         if key not in {f.name for f in fields(ProposerSettings)}:
@@ -503,6 +520,11 @@ def _finish(run_dir: str, reports: list, errors: dict, interrupted: bool) -> Run
     text = result.failures.report(any_ok=result.n_ok > 0)
     if text:
         say(f"adbo: {text}")
+    stopped = result.summary.get("stopped") or 0
+    if stopped and not result.n_ok:
+        say(f"adbo: no evaluation ran to its end: {stopped} were stopped early and none finished, so there is no "
+            "best value yet. Relaunch with a larger --max-evals, or a gentler stopper (--stopper-options "
+            "min_peers=10 or reduction=2)")
     return result
 
 
@@ -519,7 +541,8 @@ def format_summary(result: RunSummary, best_params: bool = True) -> str:
     s = result.summary
     lines = [
         f"run directory:        {result.run_dir}",
-        f"evaluations:          {s['evaluations']} ({s['failures']} failed, {s['interrupted']} interrupted) "
+        f"evaluations:          {s['evaluations']} ({s['failures']} failed, "
+        + (f"{s['stopped']} stopped early, " if s.get("stopped") else "") + f"{s['interrupted']} interrupted) "
         f"by {s['workers']} workers" + (" - stopped by a signal" if result.interrupted else ""),
         f"best objective:       {s['best_objective'] if s['best_objective'] is not None else '- (no evaluation succeeded)'}"
         + (f" ({s['direction']})" if s['best_objective'] is not None else ""),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .rows import FAILED, IN_FLIGHT, INTERRUPTED, OK, STATUS_NAMES, TIMEOUT
+from .rows import FAILED, IN_FLIGHT, INTERRUPTED, OK, STATUS_NAMES, STOPPED, TIMEOUT
 from .storage import scan_run
 
 
@@ -56,7 +56,7 @@ def export_to_optuna(run_dir: str | os.PathLike, storage: str, study_name: str |
     study.set_user_attr("adbo_objective", info.objective)
     states = {OK: optuna.trial.TrialState.COMPLETE, FAILED: optuna.trial.TrialState.FAIL,
               TIMEOUT: optuna.trial.TrialState.FAIL, INTERRUPTED: optuna.trial.TrialState.FAIL,
-              IN_FLIGHT: optuna.trial.TrialState.RUNNING}
+              IN_FLIGHT: optuna.trial.TrialState.RUNNING, STOPPED: optuna.trial.TrialState.PRUNED}
     trials = []
     for r in sorted(table.rows, key=lambda r: (r.t_submitted, r.worker, r.seq)):
         params = {k: v for k, v in r.params.items() if k in distributions}
@@ -68,9 +68,12 @@ def export_to_optuna(run_dir: str | os.PathLike, storage: str, study_name: str |
                  **{f"metadata_{k}": _jsonable(v) for k, v in r.metadata.items()}}
         if r.error:
             attrs["adbo_error"] = r.error[-2000:]
+        curve = {} if r.curve is None else {int(step): float(value) for step, value in r.curve.tolist()
+                                             if float(step).is_integer() and value == value}
         trial = optuna.trial.create_trial(
             state=state, value=r.objective if state == optuna.trial.TrialState.COMPLETE else None,
-            params=params, distributions={k: distributions[k] for k in params}, user_attrs=attrs)
+            params=params, distributions={k: distributions[k] for k in params}, user_attrs=attrs,
+            intermediate_values=curve)
         if start is not None:
             trial.datetime_start = start
             if state != optuna.trial.TrialState.RUNNING and r.t_finished == r.t_finished:

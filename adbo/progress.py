@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from tqdm.auto import tqdm
 
-from .rows import BUDGET_STATUSES, FAILED, IN_FLIGHT, OK, TIMEOUT
+from .rows import BUDGET_STATUSES, FAILED, IN_FLIGHT, OK, STOPPED, TIMEOUT
 from .storage import ResultTable, SegmentReader
 
 LINE_EVERY_S = 30.0
@@ -43,6 +43,7 @@ class Monitor:
         self._recent: dict[tuple[int, int], int] = {}
         self.done = 0
         self.failures = 0
+        self.stopped = 0
         self.active = 0
         self.best: float | None = None
         self._last_line = 0.0
@@ -60,12 +61,14 @@ class Monitor:
         ok = st == OK
         self.best = float(np.max(y[ok]) if self.maximize else np.min(y[ok])) if ok.any() else None
         self.failures = int(np.isin(st, (FAILED, TIMEOUT)).sum())
+        self.stopped = int((st == STOPPED).sum())
         self.active = len({w for (w, _), status in self._recent.items() if status == IN_FLIGHT})
         if self.bar_mode:
             if self.bar.total is not None and self.done > self.bar.total:
                 self.bar.total = self.done
             self.bar.n = self.done
-            self.bar.set_postfix(best=self._best_text(), failures=self.failures,
+            extra = {"stopped": self.stopped} if self.stopped else {}
+            self.bar.set_postfix(best=self._best_text(), failures=self.failures, **extra,
                                  active=f"{self.active}/{self.workers}", refresh=False)
             self.bar.refresh()
         else:
@@ -84,13 +87,14 @@ class Monitor:
 
     def _line(self, force: bool = False) -> None:
         now = time.time()
-        state = (self.done, self.failures, self.best, self.active)
+        state = (self.done, self.failures, self.stopped, self.best, self.active)
         if not force and (now - self._last_line < LINE_EVERY_S or state == self._last_state):
             return
         self._last_line, self._last_state = now, state
         budget = f"/{self.budget}" if self.budget else ""
         say(f"adbo: {now - self.t0:6.0f} s  evaluations {self.done}{budget}  best {self._best_text()}  "
-            f"failures {self.failures}  active {self.active}/{self.workers}")
+            f"failures {self.failures}  " + (f"stopped {self.stopped}  " if self.stopped else "")
+            + f"active {self.active}/{self.workers}")
 
     def close(self) -> None:
         if self.bar_mode:

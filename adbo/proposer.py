@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .acquisition import ExplorationSchedule, propose, scale_scores
-from .rows import BUDGET_STATUSES, IN_FLIGHT, OK
+from .rows import BUDGET_STATUSES, IN_FLIGHT, OK, VALUED_STATUSES
 from .space import SearchSpace
 from .surrogate import make_surrogate
 
@@ -112,12 +112,15 @@ class Proposer:
     def training_data(self, X: np.ndarray, y: np.ndarray, status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Finished results as (X, scores to maximize in [0, 1]); failures get the worst score.
 
+        Evaluations stopped early count with the value the worker gives them (``adbo.stopping.
+        surrogate_targets``); a NaN there makes them count like failures.
+
         With a liar, configurations in flight are added with the lie as their score.
         """
         done = np.isin(status, BUDGET_STATUSES)
         pending = X[status == IN_FLIGHT] if self.settings.liar != "none" else X[:0]
         X, y, status = X[done], y[done], status[done]
-        scores = np.where(status == OK, y if self.maximize else -y, np.nan)
+        scores = np.where(np.isin(status, VALUED_STATUSES), y if self.maximize else -y, np.nan)
         finite = np.isfinite(scores)
         worst = np.min(scores[finite]) if finite.any() else 0.0
         scaled = scale_scores(np.where(finite, scores, worst), self.settings.scaling)

@@ -32,6 +32,8 @@ def rows_to_frame(rows: list[EvalRow], param_names: list[str]) -> pd.DataFrame:
             "n_observations": r.n_observations,
             "hostname": r.hostname,
             "error": r.error,
+            "step": float(r.curve[-1, 0]) if r.curve is not None and len(r.curve) else float("nan"),
+            "curve": [tuple(p) for p in r.curve.tolist()] if r.curve is not None else None,
         }
         for name in param_names:
             rec[f"params_{name}"] = r.params.get(name)
@@ -40,7 +42,7 @@ def rows_to_frame(rows: list[EvalRow], param_names: list[str]) -> pd.DataFrame:
         records.append(rec)
     columns = list(records[0]) if records else [
         "eval_id", "worker", "seq", "status", "objective", "t_submitted", "t_started", "t_finished",
-        "duration_s", "bo_overhead_s", "n_observations", "hostname", "error",
+        "duration_s", "bo_overhead_s", "n_observations", "hostname", "error", "step", "curve",
     ] + [f"params_{n}" for n in param_names]
     frame = pd.DataFrame.from_records(records, columns=columns if not records else None)
     if len(frame):
@@ -52,12 +54,33 @@ def load_results(run_dir: str | os.PathLike, include_in_flight: bool = True) -> 
     """All evaluations of a run as a DataFrame (de-duplicated; in-flight rows optional).
 
     Columns: ``eval_id, worker, seq, status, objective, t_submitted, t_started, t_finished,
-    duration_s, bo_overhead_s, n_observations, hostname, error``, then ``params_<name>`` for
-    each hyperparameter and ``metadata_<key>`` for what the objective returned besides its value.
+    duration_s, bo_overhead_s, n_observations, hostname, error, step, curve``, then
+    ``params_<name>`` for each hyperparameter and ``metadata_<key>`` for what the objective
+    returned besides its value. ``curve`` is the list of (step, value) the objective reported
+    (None if it reported nothing), ``step`` the last of those steps; a ``stopped`` evaluation's
+    ``objective`` is its last reported value. ``load_curves`` gives the curves as a long table.
     """
     info, table, _ = scan_run(run_dir)
     rows = [r for r in table.rows if include_in_flight or r.status != IN_FLIGHT]
     return rows_to_frame(rows, info.space.names)
+
+
+def load_curves(run_dir: str | os.PathLike, include_in_flight: bool = True) -> pd.DataFrame:
+    """Every reported learning-curve point: one row per (evaluation, step), ready to plot.
+
+    Columns: ``eval_id, worker, seq, status, step, value``; running evaluations show the part of
+    their curve published so far (at the stopper's decision points).
+    """
+    _, table, _ = scan_run(run_dir)
+    parts = []
+    for r in table.rows:
+        if r.curve is None or not len(r.curve) or (r.status == IN_FLIGHT and not include_in_flight):
+            continue
+        parts.append(pd.DataFrame({"eval_id": r.eval_id, "worker": r.worker, "seq": r.seq,
+                                   "status": STATUS_NAMES.get(r.status, str(r.status)),
+                                   "step": r.curve[:, 0], "value": r.curve[:, 1]}))
+    columns = ["eval_id", "worker", "seq", "status", "step", "value"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 
 
 def launch_windows(rows: list[EvalRow]) -> list[tuple[list[EvalRow], float, float]]:
@@ -125,6 +148,7 @@ def summarize_scan(run_dir: str | os.PathLike, info: Any, table: ResultTable, re
         "failures": counts["failed"] + counts["timeout"],
         "timeouts": counts["timeout"],
         "interrupted": counts["interrupted"],
+        "stopped": counts["stopped"],
         "in_flight": counts["in_flight"],
         "workers": len({r.worker for r in rows}),
         "best_objective": best.objective if best else None,

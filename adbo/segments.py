@@ -46,6 +46,10 @@ NUMERIC = np.dtype([
     ("bo_overhead_s", "<f8"),
 ])
 TEXT_FIELDS = ("eval_id", "hostname", "error", "params", "metadata")
+CURVE = np.dtype([("row", "<i8"), ("step", "<f8"), ("value", "<f8")])
+"""Learning-curve points of a segment's rows (``row`` indexes the rows dataset). The dataset is
+written only when some row has a curve, and workers open it only when a stopper needs curves, so
+runs without early stopping pay nothing for it."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,6 +111,8 @@ class RowBatch:
     numeric: np.ndarray
     x: np.ndarray
     text: np.ndarray
+    curves: dict[int, np.ndarray] | None = None
+    """Row index in this batch -> (n, 2) array of (step, value); None when not read."""
 
     def __len__(self) -> int:
         return len(self.numeric)
@@ -123,6 +129,7 @@ class RowBatch:
                     t_finished=float(rec["t_finished"]), bo_overhead_s=float(rec["bo_overhead_s"]),
                     n_observations=int(rec["n_observations"]), hostname=hostname, error=error,
                     eval_id=eval_id, gen=int(rec["gen"]),
+                    curve=self.curves.get(i) if self.curves else None,
                 )
             )
         return out
@@ -139,12 +146,23 @@ def write_segment(path: Path, rows: list[EvalRow], run_id: str, worker: int, dim
     for i, r in enumerate(rows):
         text[i] = (r.eval_id, r.hostname, r.error, json.dumps(r.params, default=_json_default),
                    json.dumps(r.metadata, default=_json_default))
+    points = [(i, r.curve) for i, r in enumerate(rows) if r.curve is not None and len(r.curve)]
     with h5py.File(path, "w", locking=HDF5_LOCKING) as f:
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["run_id"] = run_id
         f.attrs["worker"] = worker
         f.create_dataset("rows", data=numeric)
         f.create_dataset("text", data=text.reshape(n, len(TEXT_FIELDS)), dtype=_STR)
+        if points:
+            curve = np.zeros(sum(len(c) for _, c in points), dtype=CURVE)
+            at = 0
+            for i, c in points:
+                c = np.asarray(c, dtype=np.float64).reshape(-1, 2)
+                curve["row"][at: at + len(c)] = i
+                curve["step"][at: at + len(c)] = c[:, 0]
+                curve["value"][at: at + len(c)] = c[:, 1]
+                at += len(c)
+            f.create_dataset("curve", data=curve)
 
 
 class SegmentRejected(ValueError):
@@ -158,6 +176,7 @@ def read_segment(
     expected_worker: int | None = None,
     wanted: Callable[[np.ndarray], np.ndarray] | None = None,
     with_text: bool = True,
+    with_curves: bool = True,
 ) -> RowBatch | None:
     """The rows of one segment that ``wanted(gens)`` selects (all by default), checked first.
 
@@ -165,7 +184,7 @@ def read_segment(
     writer that does not match its name; h5py's own errors for unreadable bytes.
     """
     if not with_text:
-        return _read_numbers(path, run_id, dim, expected_worker, wanted)
+        return _read_numbers(path, run_id, dim, expected_worker, wanted, with_curves)
     with h5py.File(path, "r", locking=HDF5_LOCKING) as f:
         attrs = f.attrs
         version = int(attrs.get("format_version", -1))
@@ -198,9 +217,11 @@ def read_segment(
         lo, hi = int(idx[0]), int(idx[-1]) + 1  # one contiguous slice: rows are in generation order
         # Workers fit on numbers only: skipping the text saves most of the bytes and objects.
         text = text_ds[lo:hi] if text_ds is not None else np.full((hi - lo, len(TEXT_FIELDS)), "", dtype=object)
+        points = f["curve"][()] if with_curves and "curve" in f else None
+    curves = _curves_of(points, keep, n) if points is not None else None
     keep = keep[lo:hi]
     records = numeric[lo:hi][keep]
-    batch = RowBatch(records, records["x"], text[keep])
+    batch = RowBatch(records, records["x"], text[keep], curves)
     if expected_worker is not None and np.any(batch.numeric["worker"] != expected_worker):
         raise SegmentRejected(f"holds rows of other workers than its writer {expected_worker}")
     return batch
@@ -232,6 +253,7 @@ def _read_numbers(
     dim: int,
     expected_worker: int | None,
     wanted: Callable[[np.ndarray], np.ndarray] | None,
+    with_curves: bool = False,
 ) -> RowBatch | None:
     """``read_segment`` without the text, through h5py's low-level API: the workers' hot path.
 
@@ -263,15 +285,62 @@ def _read_numbers(
                 dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, numeric)
         finally:
             dataset.close()
+        points = _read_curve_points(fid) if with_curves else None
     finally:
         fid.close()
     if expected_worker is not None and np.any(numeric["worker"] != expected_worker):
         raise SegmentRejected(f"holds rows of other workers than its writer {expected_worker}")
-    if wanted is not None:
-        numeric = numeric[wanted(numeric["gen"])]
+    keep = np.ones(len(numeric), dtype=bool) if wanted is None else wanted(numeric["gen"])
+    curves = _curves_of(points, keep, len(numeric)) if points is not None else None
+    numeric = numeric[keep]
     if not len(numeric):
         return None
-    return RowBatch(numeric, numeric["x"], np.full((len(numeric), len(TEXT_FIELDS)), "", dtype=object))
+    return RowBatch(numeric, numeric["x"], np.full((len(numeric), len(TEXT_FIELDS)), "", dtype=object), curves)
+
+
+def _read_curve_points(fid: h5py.h5f.FileID) -> np.ndarray | None:
+    """The segment's curve points, or None when it has none (one link lookup, no dataset opened)."""
+    root = h5py.h5g.open(fid, b"/")
+    try:
+        if not root.links.exists(b"curve"):
+            return None
+    finally:
+        root.close()
+    dataset = h5py.h5d.open(fid, b"curve")
+    try:
+        if len(dataset.shape) != 1 or not dataset.get_type().equal(_curve_h5type()):
+            raise SegmentRejected("wrong schema: the curve dataset does not hold (row, step, value) points")
+        points = np.empty(dataset.shape, dtype=CURVE)
+        if len(points):
+            dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, points)
+        return points
+    finally:
+        dataset.close()
+
+
+@functools.lru_cache(maxsize=None)
+def _curve_h5type() -> h5py.h5t.TypeID:
+    return h5py.h5t.py_create(CURVE)
+
+
+def _curves_of(points: np.ndarray, keep: np.ndarray, n: int) -> dict[int, np.ndarray]:
+    """Curve points grouped by row, re-indexed to the kept rows (``keep`` over the ``n`` stored rows)."""
+    if points.dtype != CURVE:
+        raise SegmentRejected("wrong schema: the curve dataset does not hold (row, step, value) points")
+    rows = points["row"]
+    if len(rows) and (rows.min() < 0 or rows.max() >= n):
+        raise SegmentRejected("wrong schema: curve points refer to rows the segment does not have")
+    new_index = np.cumsum(keep) - 1
+    out: dict[int, np.ndarray] = {}
+    order = np.argsort(rows, kind="stable")
+    rows, points = rows[order], points[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.empty(0, dtype=int)
+    ends = np.r_[starts[1:], len(rows)]
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        r = int(rows[a])
+        if keep[r]:
+            out[int(new_index[r])] = np.column_stack([points["step"][a:b], points["value"][a:b]])
+    return out
 
 
 def _text(value: Any) -> str:

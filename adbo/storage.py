@@ -31,8 +31,11 @@ from .rows import (
     INTERRUPTED,
     OK,
     STATUS_NAMES,
+    STOPPED,
     TIMEOUT,
+    VALUED_STATUSES,
     EvalRow,
+    curve_length,
 )
 from .runinfo import (
     FORMAT_VERSION,
@@ -64,7 +67,8 @@ from .segments import (
 
 __all__ = [
     "BUDGET_STATUSES", "FAILED", "FINAL_STATUSES", "FORMAT_VERSION", "HDF5_LOCKING", "IN_FLIGHT",
-    "INTERRUPTED", "LOG_DIR", "OK", "RUN_FILE", "SHARD_DIR", "STATUS_NAMES", "STOP_FILE", "TIMEOUT",
+    "INTERRUPTED", "LOG_DIR", "OK", "RUN_FILE", "SHARD_DIR", "STATUS_NAMES", "STOP_FILE", "STOPPED", "TIMEOUT",
+    "VALUED_STATUSES",
     "EvalRow", "ResultTable", "RunDirectoryError", "RunDirectoryWarning", "RunInfo", "SegmentReader",
     "SegmentRejected", "SegmentWriter", "WriterSuperseded",
     "open_run", "read_run_info", "scan_run",
@@ -339,8 +343,11 @@ class SegmentReader:
         """Rows published since the last scan (merge them into a ``ResultTable``)."""
         return [row for batch in self.scan_batches() for row in batch.rows()]
 
-    def scan_batches(self, with_text: bool = True) -> list[RowBatch]:
-        """Like ``scan``, as columns; ``with_text=False`` (workers) skips parameters and messages."""
+    def scan_batches(self, with_text: bool = True, with_curves: bool | None = None) -> list[RowBatch]:
+        """Like ``scan``, as columns; ``with_text=False`` (workers) skips parameters and messages,
+        and with it the learning curves unless ``with_curves`` (workers with a stopper)."""
+        if with_curves is None:
+            with_curves = with_text
         batches: list[RowBatch] = []
         listed: set[str] = set()
         for bucket in self._list(None):
@@ -349,7 +356,7 @@ class SegmentReader:
                 listed.add(key)
                 if key in self._done or key in self.skipped:
                     continue
-                batch = self._read(bucket, name, key, with_text)
+                batch = self._read(bucket, name, key, with_text, with_curves)
                 if batch is not None:
                     batches.append(batch)
                     self.rows_read += len(batch)
@@ -409,7 +416,8 @@ class SegmentReader:
             self.max_workers = latest
         return worker < (self.max_workers or 0)
 
-    def _read(self, bucket: str, name: str, key: str, with_text: bool = True) -> RowBatch | None:
+    def _read(self, bucket: str, name: str, key: str, with_text: bool = True,
+              with_curves: bool = True) -> RowBatch | None:
         seg = SegmentName.parse(name)
         if seg is None or bucket != bucket_name(seg.worker):
             self._skip(key, "not an adbo segment name for this directory")
@@ -429,7 +437,7 @@ class SegmentReader:
         self.opens += 1
         try:
             batch = read_segment(self.shard_dir / bucket / name, self.run_id, self.dim, seg.worker, prog.unseen,
-                                 with_text)
+                                 with_text, with_curves)
         except Exception as exc:  # noqa: BLE001 - no file, however broken, may stop a worker
             if not (self.shard_dir / bucket / name).exists():
                 # Compacted away between listing and opening (h5py reports this as several kinds
@@ -522,7 +530,11 @@ class ResultTable:
         for r in rows:
             i = self._place(r.worker, r.seq, r.status, r.x, r.objective)
             if i is None:
-                continue
+                i = self.index[(r.worker, r.seq)]
+                if not (self.keep_rows and r.status == IN_FLIGHT and self.status[i] == IN_FLIGHT
+                        and curve_length(r) > curve_length(self.rows[i])):
+                    continue
+                # A running evaluation republished with a longer learning curve.
             if self.keep_rows:
                 if i == len(self.rows):
                     self.rows.append(r)

@@ -31,6 +31,7 @@ from .evaluator import ChildEvaluator, InlineEvaluator
 from .lease import ORPHAN_AFTER_S, LaunchWatch
 from .objective_ref import ObjectiveLoadError, ObjectiveSpec, package_objective
 from .space import SearchSpace
+from .stopping import PARTIAL_MODES, CurveBook, NoStopper, make_stopper, surrogate_targets
 from .storage import (
     BUDGET_STATUSES,
     IN_FLIGHT,
@@ -39,6 +40,7 @@ from .storage import (
     OK,
     STATUS_NAMES,
     STOP_FILE,
+    STOPPED,
     TIMEOUT,
     EvalRow,
     ResultTable,
@@ -91,6 +93,15 @@ class WorkerSettings(ProposerSettings):
     """This launch's ticket directory (``adbo.budget``); None: the budget is checked on scans only."""
     budget_base: int = 0
     """Evaluations stored by earlier launches: this launch's tickets start there."""
+    stopper: str = "none"
+    """Early stopping of evaluations that report learning curves (``adbo.stopping``): ``none``,
+    ``asha``, ``median`` or ``extrapolate``."""
+    stopper_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the stopper, e.g. ``{"min_step": 1, "reduction": 3}`` for ``asha``."""
+    partial_results: str = "rank"
+    """What the surrogate learns from a stopped evaluation (``adbo.stopping.surrogate_targets``):
+    ``rank`` (its rank at the step it reached, as a quantile of finished values), ``last`` (its
+    last value as is) or ``worst`` (like a failure)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +141,7 @@ class WorkerReport:
     best_objective: float | None = None
     fits: list[int] = field(default_factory=list)
     evaluations_before_restart: int = 0
+    stopped: int = 0
 
 
 def _worker_logger(run_dir: Path, worker: int) -> logging.Logger:
@@ -180,6 +192,16 @@ class Worker:
         self.space: SearchSpace = info.space
         self.maximize = info.direction == "maximize"
         self.proposer = Proposer(self.space, self.maximize, settings.seed, self.worker_id, settings.proposer_settings())
+        self.stopper = make_stopper(settings.stopper, **settings.stopper_options)
+        if settings.partial_results not in PARTIAL_MODES:
+            raise ValueError(f"unknown partial_results {settings.partial_results!r}; "
+                             f"choose one of {', '.join(PARTIAL_MODES)}")
+        self.uses_curves = not isinstance(self.stopper, NoStopper)
+        self.book = CurveBook(self.maximize)
+        self._scan_lock = threading.RLock()
+        self._last_scan = 0.0
+        self._running: EvalRow | None = None
+        self._curve: list[tuple[float, float]] = []
         self.reader = SegmentReader(self.run_dir, info.run_id, self.space.dim, info.max_workers)
         self.writer = SegmentWriter(self.run_dir, self.worker_id, info.run_id, self.space.dim)
         self.tickets = (BudgetTickets(settings.budget_dir, settings.budget_base, settings.max_evals, self.worker_id)
@@ -215,9 +237,61 @@ class Worker:
 
     # -- shared state ------------------------------------------------------------------
     def scan(self) -> None:
-        for batch in self.reader.scan_batches(with_text=False):
-            if self.table.upsert_batch(batch):
-                self.seen_keys.update(self.space.keys(batch.x))
+        with self._scan_lock:  # the loop, the scan-ahead thread and a report may scan at once
+            for batch in self.reader.scan_batches(with_text=False, with_curves=self.uses_curves):
+                if self.table.upsert_batch(batch):
+                    self.seen_keys.update(self.space.keys(batch.x))
+                if batch.curves:
+                    workers, seqs = batch.numeric["worker"], batch.numeric["seq"]
+                    for i, points in batch.curves.items():
+                        self.book.update((int(workers[i]), int(seqs[i])), points[:, 0], points[:, 1])
+            self._last_scan = time.time()
+
+    # -- early stopping ----------------------------------------------------------------
+    REPORT_SCAN_S = 1.0
+    """A report that is not a decision point rescans the shards only if the last scan is this old."""
+
+    def _on_report(self, step: float, value: float) -> str | None:
+        """The running evaluation reported ``value`` at ``step``: record it, and say whether to stop.
+
+        At the stopper's decision points the worker first reads its peers' newest curves, and
+        if the evaluation goes on, republishes it in flight with its curve so far, so that the
+        evaluations that reach this point later compare with it.
+        """
+        pending = self._running
+        if pending is None:
+            return None
+        previous = self._curve[-1][0] if self._curve else -math.inf
+        self._curve.append((float(step), float(value)))
+        if not self.uses_curves:
+            return None
+        points = np.asarray(self._curve, dtype=float)
+        key = (pending.worker, pending.seq)
+        publish = self.stopper.publish_step(previous, step)
+        if publish or time.time() - self._last_scan >= self.REPORT_SCAN_S:
+            self.scan()
+        with self._scan_lock:
+            self.book.update(key, points[:, 0], points[:, 1])
+            reason = self.stopper.should_stop(self.book, key)
+        if reason is None and publish:
+            try:
+                self._publish([pending.evolve(curve=points)])
+            except OSError as exc:  # peers miss one point; the final row carries the whole curve
+                self.log.warning("could not publish the running curve: %s", exc)
+        if reason is not None:
+            self.log.info("seq=%d stopping at step %g: %s", pending.seq, step, reason)
+        return reason
+
+    def _surrogate_view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The table as the proposer sees it: stopped evaluations valued as ``partial_results`` says."""
+        X, y, st = self.table.view()
+        stopped = st == STOPPED
+        if stopped.any():
+            n = len(st)
+            keys = _Keys(self.table.worker[:n], self.table.seq[:n])
+            with self._scan_lock:
+                y = surrogate_targets(y, stopped, keys, self.book, st == OK, self.settings.partial_results)
+        return X, y, st
 
     def budget_used(self) -> int:
         return self.table.count(BUDGET_STATUSES)
@@ -319,7 +393,7 @@ class Worker:
         return True
 
     def _propose_now(self) -> Any:
-        X, y, st = self.table.view()
+        X, y, st = self._surrogate_view()
         p = self.proposer.propose(X, y, st, self.seen_keys, self._surrogate_usable())
         if p.instead_of_fit:
             self._proposals_before_ready += 1
@@ -546,7 +620,11 @@ class Worker:
                 left = max(1.0, self.deadline - t_start)
                 cut_by_deadline = timeout is None or left < timeout
                 timeout = min(timeout, left) if timeout is not None else left
-            outcome = self.evaluator.evaluate(params, timeout, self._should_abandon)
+            self._running, self._curve = pending, []
+            try:
+                outcome = self.evaluator.evaluate(params, timeout, self._should_abandon, self._on_report, pending.eval_id)
+            finally:
+                self._running = None
             t_end = t_eval_end = time.time()
             if self._ahead is not None:
                 self._ahead.join()  # the table is the background thread's until it is done
@@ -555,10 +633,15 @@ class Worker:
                 outcome.error = "stopped at the walltime deadline; a relaunch continues the search"
             if outcome.status == INTERRUPTED and ticket is not None:
                 self.tickets.release(ticket, seq)  # not counted: another worker or launch may use it
+            reported = outcome.curve if outcome.curve else self._curve  # a killed evaluation keeps its reports
             final = pending.evolve(
                 status=outcome.status, objective=outcome.value, metadata={**pending.metadata, **outcome.metadata},
                 t_started=t_start, t_finished=t_end, error=outcome.error,
+                curve=np.asarray(reported, dtype=float).reshape(-1, 2) if reported else None,
             )
+            if final.curve is not None:
+                with self._scan_lock:
+                    self.book.update((final.worker, final.seq), final.curve[:, 0], final.curve[:, 1])
             if t_end - t_start > self.PUBLISH_AT_ONCE_AFTER_S or outcome.status == INTERRUPTED:
                 self._publish([final])  # a result that cost this much is not held back for a step
             else:
@@ -567,13 +650,15 @@ class Worker:
             seq += 1
             self.report.evaluations += 1
             self.report.fits.append(n_obs)
+            if outcome.status == STOPPED:
+                self.report.stopped += 1
             if outcome.status == OK:
                 self.durations.append(t_end - t_start)
                 if self.report.best_objective is None or (
                     outcome.value > self.report.best_objective if self.maximize else outcome.value < self.report.best_objective
                 ):
                     self.report.best_objective = outcome.value
-            else:
+            elif outcome.status != STOPPED:
                 self.report.failures += 1
             self.log.info("seq=%d status=%s objective=%s fit_on=%d overhead=%.3fs eval=%.2fs %s",
                           final.seq, STATUS_NAMES[outcome.status], outcome.value, n_obs, final.bo_overhead_s,
@@ -581,6 +666,16 @@ class Worker:
         self.report.stop_reason = reason or ""
         self.log.info("worker %d stopping: %s", self.worker_id, reason)
         return self.report
+
+
+class _Keys:
+    """(worker, seq) of row i, read from the table's columns only when asked."""
+
+    def __init__(self, workers: np.ndarray, seqs: np.ndarray) -> None:
+        self.workers, self.seqs = workers, seqs
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        return int(self.workers[i]), int(self.seqs[i])
 
 
 def run_worker(run_dir: str, worker_id: int, objective: "Objective | str", settings: WorkerSettings | dict) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import sys
 from typing import Any, Sequence
 
 from .site_configs import available_sites
+from .stopping import PARTIAL_MODES, STOPPERS, make_stopper
 from .site_options import (
     add_site_arguments,
     allocation_seconds,
@@ -22,7 +23,8 @@ from .site_options import (
 )
 
 
-def add_launch_arguments(parser: argparse.ArgumentParser, run_dir_default: str, max_evals_default: int) -> None:
+def add_launch_arguments(parser: argparse.ArgumentParser, run_dir_default: str, max_evals_default: int,
+                         stopper_default: str = "none") -> None:
     group = parser.add_argument_group("search")
     group.add_argument("--site", default="local",
                        help=f"where workers run: {', '.join(available_sites())} (default: local); "
@@ -53,7 +55,36 @@ def add_launch_arguments(parser: argparse.ArgumentParser, run_dir_default: str, 
                        help="add these workers to the search another launch is running in --run-dir (for example "
                             "from a second allocation), under worker ids it does not use (default: refuse a run "
                             "directory in use)")
+    group.add_argument("--stopper", choices=list(STOPPERS), default=stopper_default,
+                       help="stop evaluations early from the learning curves objectives report with "
+                            "trial.report(value, step): 'asha' (asynchronous successive halving), 'median' "
+                            f"(median rule), 'extrapolate' (power-law fit), or 'none' (default: {stopper_default})")
+    group.add_argument("--stopper-options", default="", metavar="KEY=VALUE,...",
+                       help="options of the stopper: asha takes min_step (first rung, default 1), reduction "
+                            "(keep the best 1/reduction at each rung, default 3), min_peers (curves needed at a "
+                            "rung before it stops anything, default 3), max_step (the last step of a full "
+                            "evaluation: nothing is stopped there; default: unknown); median takes min_step, "
+                            "min_peers (5), publish_every (3), max_step; extrapolate takes max_step (default: the "
+                            "furthest step seen), min_step, reduction, min_points (3), min_peers (3)")
+    group.add_argument("--partial-results", choices=list(PARTIAL_MODES), default="rank",
+                       help="what the surrogate learns from a stopped evaluation: 'rank' (its rank where it "
+                            "stopped, as a quantile of finished values), 'last' (its last value) or 'worst' "
+                            "(like a failure) (default: rank)")
     add_site_arguments(parser)
+
+
+def parse_stopper_options(text: str) -> dict[str, float]:
+    """``"min_step=1,reduction=3"`` -> ``{"min_step": 1.0, "reduction": 3.0}``, with a clear error."""
+    options: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            options[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--stopper-options: {item!r} is not KEY=NUMBER (e.g. min_step=1,reduction=3)") from None
+    return options
 
 
 def print_site_help_if_asked(argv: Sequence[str] | None) -> bool:
@@ -82,6 +113,8 @@ def resolve_launch(args: argparse.Namespace) -> dict[str, Any] | None:
         raise ValueError(f"--seed must be at least 0, got {args.seed}")
     if getattr(args, "n_initial", 1) is not None and getattr(args, "n_initial", 1) < 1:
         raise ValueError(f"--n-initial must be at least 1 (the surrogate needs a result to fit), got {args.n_initial}")
+    stopper_options = parse_stopper_options(getattr(args, "stopper_options", "") or "")
+    make_stopper(getattr(args, "stopper", "none"), **stopper_options)  # unknown options fail before anything runs
     if getattr(args, "dry_run", False):
         print(dry_run(args.site, workers, args.run_dir, **options))
         return None
@@ -101,4 +134,7 @@ def resolve_launch(args: argparse.Namespace) -> dict[str, Any] | None:
         "evaluation": args.evaluation,
         "allow_changed_objective": args.allow_changed_objective,
         "join": args.join,
+        "stopper": args.stopper,
+        "stopper_options": stopper_options,
+        "partial_results": args.partial_results,
     }

@@ -26,7 +26,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -444,8 +444,12 @@ def train_and_evaluate(
     encoder_activation: str = "relu",
     permanent_dropout: bool = False,
     divergence_limit: float = 1e8,
+    on_epoch: "Callable[[int, float], bool] | None" = None,
 ) -> TrainResult:
     """Train the Combo model on ``split['train']`` and score it on ``valid`` and ``test``.
+
+    ``on_epoch(epoch, val_r2)`` is called after each epoch's validation (epochs count from 1);
+    when it returns True, training stops there (``stopped="stopper"``): adbo's early stopping.
 
     Stops at ``epochs``, on early stopping, or when ``time_budget`` seconds have passed (checked
     after every batch: the model trained so far is scored). A non-finite or exploding training loss
@@ -560,6 +564,9 @@ def train_and_evaluate(
                 break
             if not math.isfinite(val_loss):
                 raise Diverged(f"the validation loss is {val_loss} after epoch {epochs_run}")
+            if on_epoch is not None and on_epoch(epochs_run, val_r2):
+                stopped = "stopper"
+                break
             if ctrl.end_epoch(val_loss):
                 stopped = "early_stopping"
                 break
@@ -655,9 +662,16 @@ class ComboObjective:
         options.update(overrides)
         return train_and_evaluate(params, self.dataset(), self.split(), **options)
 
-    def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, params: dict[str, Any], trial: Any = None) -> dict[str, Any]:
+        """Validation R2 after training; with a ``trial``, R2 is reported every epoch and training
+        ends as soon as the trial says to stop (the run's stopper, ``--stopper``)."""
+        on_epoch = None
+        if trial is not None:
+            def on_epoch(epoch: int, val_r2: float) -> bool:
+                trial.report(max(-1.0, val_r2), step=epoch)
+                return trial.should_prune()
         try:
-            result = self.train(params)
+            result = self.train(params, on_epoch=on_epoch)
         except _OOM as exc:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

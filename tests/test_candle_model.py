@@ -381,3 +381,21 @@ def test_objective_options_threads_pickling_and_identity(tiny, tmp_path, monkeyp
     assert torch.get_num_threads() == 1
     with pytest.raises(ValueError):
         cc.ComboObjective(tiny[0], epochs=0)
+
+
+def test_the_objective_reports_validation_r2_every_epoch_and_stops_when_told(tiny, tmp_path):
+    from adbo.rows import STOPPED
+
+    obj = cc.ComboObjective(tiny[0], cache_dir=tmp_path, epochs=5, threads=1, device="cpu")
+    seen = []
+
+    def stop_at_third(step, value):  # what a worker's stopper answers
+        seen.append((step, value))
+        return "told to stop" if step == 3 else None
+
+    out = evaluate(obj, BASE, timeout=None, decide=stop_at_third)
+    assert out.status == STOPPED and [s for s, _ in seen] == [1.0, 2.0, 3.0]
+    assert out.metadata["stopped"] == "stopper" and out.metadata["epochs"] == 3 and out.metadata["step"] == 3.0
+    assert out.value == seen[-1][1] == max(-1.0, out.metadata["val_r2"]) and out.curve == seen
+    full = evaluate(obj, BASE, timeout=None, decide=lambda step, value: None)
+    assert full.status == OK and len(full.curve) == 5 and full.curve[:3] == seen  # the same training, not cut

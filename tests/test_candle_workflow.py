@@ -70,6 +70,10 @@ def check_search(tmp_path, stdout):
     assert (ok.objective == ok.metadata_val_r2.clip(lower=-1.0)).all()
     failed = final[final.status == "failed"]
     assert failed.error.str.len().gt(0).all()  # a failure carries its reason
+    trained = final[final.status.isin(["ok", "stopped"])]
+    # Validation R2 is reported every epoch (the stopper's input): one curve point per epoch run.
+    assert (trained.curve.map(len) == trained.metadata_epochs).all()
+    assert (trained.objective == trained.curve.map(lambda c: c[-1][1])).all()
     assert list((tmp_path / "cache" / "processed").glob("combo-*.npz"))  # parsed once, reused by workers
     return s
 
@@ -88,6 +92,21 @@ def test_candle_hpo_on_local_threads_and_relaunch(tmp_path, capsys):
     # relaunching the same command resumes: same objective identity, budget already spent
     assert wf.main(search_args(tmp_path, "local-threads")) == 0
     assert status(tmp_path / "run")["evaluations"] == s["evaluations"]
+
+
+def test_candle_hpo_stops_trainings_early_by_default(tmp_path):
+    args = search_args(tmp_path, "local-threads")
+    args[args.index("--epochs") + 1] = "3"
+    args[args.index("--max-evals") + 1] = "8"
+    out = workflow(*args, "--stopper-options", "min_peers=2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    s = check_search(tmp_path, out.stdout)
+    df = adbo.load_results(str(tmp_path / "run"))
+    stopped = df[df.status == "stopped"]
+    assert s["stopped"] == len(stopped) and len(stopped) + s["ok"] + s["failures"] == s["evaluations"]
+    # Rungs at epochs 1 (and 3, the last epoch: never a rung); a stopped training ran one epoch.
+    assert (stopped.metadata_stopped == "stopper").all() and (stopped.step == 1.0).all()
+    assert stopped.metadata_stop_reason.str.contains("successive halving").all()
 
 
 def test_prepare_only_downloads_from_a_server_and_parses(tmp_path, capsys, monkeypatch):

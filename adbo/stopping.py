@@ -1,0 +1,350 @@
+"""Early stopping without a manager: each worker judges its own running evaluation against every
+learning curve of the run (peers' finished, stopped and in-flight curves alike).
+
+A curve is what an objective reports through its trial handle (``trial.report(value, step)``).
+Workers keep every curve they have read in a ``CurveBook``; a ``Stopper`` looks at the book when
+the running evaluation reports a step and says whether to stop it, and why. All comparisons are
+made on the *best value so far* of each curve (running minimum of the loss, or maximum of a
+score), so one noisy epoch neither stops a good configuration nor saves a bad one.
+
+Three rules, chosen with ``make_stopper`` by name:
+
+* ``asha`` (asynchronous successive halving, the default): rungs at ``min_step * reduction**k``;
+  an evaluation that reaches a rung continues only if it is in the best ``1/reduction`` of every
+  curve of the run that reached that rung.
+* ``median``: at each step from ``min_step`` on, stop if worse than the median of the peers'
+  curves at the same step (Google Vizier's median rule; Optuna's ``MedianPruner``).
+* ``extrapolate``: at the rungs, fit a saturating power law to the curve so far and stop if its
+  value at ``max_step`` would be worse than the median of the curves that got there.
+
+The benchmark behind the defaults is ``benchmarks/early_stopping.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+Key = tuple[int, int]
+"""(worker, seq): one evaluation."""
+
+STOPPERS = ("none", "asha", "median", "extrapolate")
+
+
+class CurveBook:
+    """Every learning curve a worker knows, keyed by (worker, seq).
+
+    Values are kept as *losses* (the user's value, negated when maximizing) so the rules compare
+    one way. Curves only grow: a longer copy of a curve (a peer republishing its in-flight curve,
+    or its final row) replaces the shorter one, a shorter or equal copy is ignored.
+    ``at(step)`` is the index the rules read: the best loss of every curve at its first report at
+    or after ``step``; it is built once per step asked for and kept up to date on every update.
+    """
+
+    def __init__(self, maximize: bool = False) -> None:
+        self.maximize = maximize
+        self.steps: dict[Key, np.ndarray] = {}
+        self.losses: dict[Key, np.ndarray] = {}
+        self._at: dict[float, dict[Key, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self.steps
+
+    def update(self, key: Key, steps: np.ndarray, values: np.ndarray) -> bool:
+        """Store a curve (in the user's direction) if it is longer than the one known; True if so."""
+        steps = np.asarray(steps, dtype=float)
+        if not len(steps) or (key in self.steps and len(self.steps[key]) >= len(steps)):
+            return False
+        losses = -np.asarray(values, dtype=float) if self.maximize else np.asarray(values, dtype=float)
+        self.steps[key] = steps
+        self.losses[key] = losses
+        for step, index in self._at.items():
+            if key not in index and steps[-1] >= step:
+                index[key] = _best_at(steps, losses, step)
+        return True
+
+    def curve(self, key: Key) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) in the user's direction."""
+        losses = self.losses[key]
+        return self.steps[key], (-losses if self.maximize else losses)
+
+    def at(self, step: float) -> dict[Key, float]:
+        """Best loss of every curve that reached ``step``, at the report where it got there."""
+        index = self._at.get(step)
+        if index is None:
+            index = {key: _best_at(s, self.losses[key], step) for key, s in self.steps.items() if s[-1] >= step}
+            self._at[step] = index
+        return index
+
+    def max_step(self) -> float:
+        """The furthest step any known curve reached (0 when none)."""
+        return max((float(s[-1]) for s in self.steps.values()), default=0.0)
+
+    def to_loss(self, value: float) -> float:
+        return -value if self.maximize else value
+
+
+def _best_at(steps: np.ndarray, losses: np.ndarray, step: float) -> float:
+    upto = int(np.searchsorted(steps, step, side="left")) + 1  # through the first report at or after step
+    window = losses[:upto]
+    finite = window[np.isfinite(window)]
+    return float(finite.min()) if len(finite) else math.inf
+
+
+class Stopper(Protocol):
+    """A rule that decides, at each report, whether the running evaluation stops."""
+
+    name: str
+
+    def should_stop(self, book: CurveBook, key: Key) -> str | None:
+        """Why ``key``'s evaluation should stop after its latest report, or None to continue."""
+
+    def publish_step(self, previous: float, step: float) -> bool:
+        """Whether peers need this report now (a decision point): the worker then republishes the
+        running curve, so evaluations that reach this point later compare with it."""
+
+
+def _crossed(previous: float, step: float, min_step: float, reduction: float) -> float | None:
+    """The highest rung ``min_step * reduction**k`` in (previous, step], or None."""
+    if step < min_step:
+        return None
+    k = math.floor(math.log(step / min_step) / math.log(reduction) + 1e-9)
+    rung = min_step * reduction ** k
+    return rung if rung > previous else None
+
+
+def _last_two(book: CurveBook, key: Key) -> tuple[float, float]:
+    steps = book.steps[key]
+    return (float(steps[-2]) if len(steps) > 1 else -math.inf), float(steps[-1])
+
+
+@dataclass
+class NoStopper:
+    """Every evaluation runs to its end (reports are still stored)."""
+
+    name: str = "none"
+
+    def should_stop(self, book: CurveBook, key: Key) -> str | None:
+        return None
+
+    def publish_step(self, previous: float, step: float) -> bool:
+        return False
+
+
+@dataclass
+class SuccessiveHalving:
+    """Asynchronous successive halving (ASHA, Li et al. 2020) judged against the whole run."""
+
+    min_step: float = 1.0
+    """The first rung: no evaluation is stopped before it reports this step."""
+    reduction: float = 3.0
+    """Only the best 1/reduction of the curves at a rung continue past it."""
+    min_peers: int = 3
+    """Curves (this one included) that must have reached a rung before it stops anything there:
+    the first evaluations of a run are not judged against one or two peers."""
+    max_step: float | None = None
+    """The step a full evaluation reaches (its last epoch), if known: no rung there or beyond,
+    since stopping a training at its end saves nothing."""
+    name: str = "asha"
+
+    def __post_init__(self) -> None:
+        _check(self.min_step > 0, f"min_step must be positive, not {self.min_step}")
+        _check(self.reduction > 1, f"reduction must be above 1, not {self.reduction}")
+
+    def _rung(self, previous: float, step: float) -> float | None:
+        rung = _crossed(previous, step, self.min_step, self.reduction)
+        return None if rung is None or (self.max_step is not None and rung >= self.max_step) else rung
+
+    def publish_step(self, previous: float, step: float) -> bool:
+        return self._rung(previous, step) is not None
+
+    def should_stop(self, book: CurveBook, key: Key) -> str | None:
+        previous, step = _last_two(book, key)
+        rung = self._rung(previous, step)
+        if rung is None:
+            return None
+        index = book.at(rung)
+        own = index.get(key)
+        if own is None or len(index) < max(1, self.min_peers):
+            return None
+        values = np.fromiter(index.values(), dtype=float, count=len(index))
+        keep = max(1, int(len(values) // self.reduction))
+        rank = int((values < own).sum())
+        if rank < keep:
+            return None
+        return (f"successive halving at step {rung:g}: ranked {rank + 1} of {len(values)} curves there, "
+                f"only the best {keep} continue")
+
+
+@dataclass
+class MedianRule:
+    """Stop when worse than the median of the peers' curves at the same step."""
+
+    min_step: float = 1.0
+    min_peers: int = 5
+    """Peers' curves needed at a step before the median there is trusted."""
+    publish_every: float = 3.0
+    """Running curves are republished at steps ``min_step * publish_every**k`` (not every step:
+    that would be one segment per report)."""
+    max_step: float | None = None
+    """The step a full evaluation reaches, if known: nothing is stopped there or beyond."""
+    name: str = "median"
+
+    def __post_init__(self) -> None:
+        _check(self.min_step > 0, f"min_step must be positive, not {self.min_step}")
+        _check(self.publish_every > 1, f"publish_every must be above 1, not {self.publish_every}")
+
+    def publish_step(self, previous: float, step: float) -> bool:
+        if self.max_step is not None and step >= self.max_step:
+            return False
+        return _crossed(previous, step, self.min_step, self.publish_every) is not None
+
+    def should_stop(self, book: CurveBook, key: Key) -> str | None:
+        _, step = _last_two(book, key)
+        if step < self.min_step or (self.max_step is not None and step >= self.max_step):
+            return None
+        index = book.at(step)
+        own = index.get(key)
+        others = [v for k, v in index.items() if k != key]
+        if own is None or len(others) < self.min_peers:
+            return None
+        median = float(np.median(others))
+        if own <= median:
+            return None
+        return f"median rule at step {step:g}: best so far is worse than the median of {len(others)} peers there"
+
+
+@dataclass
+class Extrapolation:
+    """Stop when a power-law fit of the curve says it would end worse than the median final value."""
+
+    max_step: float | None = None
+    """The step an evaluation that is never stopped reaches (epochs of a full training); None: the
+    furthest step any curve of the run has reached."""
+    min_step: float = 1.0
+    reduction: float = 3.0
+    """Decisions at ``min_step * reduction**k``, where the curve is also republished."""
+    min_points: int = 3
+    min_peers: int = 3
+    """Curves that reached ``max_step`` before any extrapolation is trusted."""
+    name: str = "extrapolate"
+
+    def __post_init__(self) -> None:
+        _check(self.min_step > 0, f"min_step must be positive, not {self.min_step}")
+        _check(self.reduction > 1, f"reduction must be above 1, not {self.reduction}")
+
+    def publish_step(self, previous: float, step: float) -> bool:
+        return _crossed(previous, step, self.min_step, self.reduction) is not None
+
+    def should_stop(self, book: CurveBook, key: Key) -> str | None:
+        previous, step = _last_two(book, key)
+        if _crossed(previous, step, self.min_step, self.reduction) is None:
+            return None
+        horizon = self.max_step or book.max_step()
+        if step >= horizon:
+            return None
+        finals = [v for k, v in book.at(horizon).items() if k != key]
+        steps = book.steps[key]
+        if len(finals) < self.min_peers or len(steps) < self.min_points:
+            return None
+        predicted = extrapolate(steps, np.minimum.accumulate(book.losses[key]), horizon)
+        threshold = float(np.median(finals))
+        if not math.isfinite(predicted) or predicted <= threshold:
+            return None
+        return (f"extrapolation at step {step:g}: a power-law fit reaches {book.to_loss(predicted):.4g} at step "
+                f"{horizon:g}, worse than the median {book.to_loss(threshold):.4g} of {len(finals)} finished curves")
+
+
+_EXPONENTS = np.geomspace(0.05, 3.0, 24)
+
+
+def extrapolate(steps: np.ndarray, losses: np.ndarray, at: float) -> float:
+    """Least-squares fit of ``loss = a + b * step**-c`` (c on a grid, a and b linear), evaluated at ``at``.
+
+    Saturating power laws describe most training curves (Domhan et al. 2015 use them among their
+    families); the grid keeps the fit to one small vectorized solve.
+    """
+    s = np.asarray(steps, dtype=float)
+    y = np.asarray(losses, dtype=float)
+    ok = np.isfinite(y) & (s > 0)
+    s, y = s[ok], y[ok]
+    if len(s) < 3:
+        return float(y[-1]) if len(y) else math.nan
+    basis = s[None, :] ** -_EXPONENTS[:, None]                      # (grid, n)
+    b_mean = basis.mean(axis=1, keepdims=True)
+    y_mean = y.mean()
+    centered = basis - b_mean
+    var = (centered ** 2).sum(axis=1)
+    b = np.where(var > 0, (centered * (y - y_mean)).sum(axis=1) / np.where(var > 0, var, 1.0), 0.0)
+    b = np.maximum(b, 0.0)  # losses fall with training: a rising fit means no trend to extrapolate
+    a = y_mean - b * b_mean[:, 0]
+    residual = ((a[:, None] + b[:, None] * basis - y) ** 2).sum(axis=1)
+    best = int(np.argmin(residual))
+    return float(a[best] + b[best] * at ** -_EXPONENTS[best])
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def make_stopper(stopper: "str | Stopper | None", **options: float) -> Stopper:
+    """A stopper from its name (``none``, ``asha``, ``median``, ``extrapolate``) and options, or as given."""
+    if stopper is None:
+        return NoStopper()
+    if not isinstance(stopper, str):
+        return stopper
+    kinds = {"none": NoStopper, "asha": SuccessiveHalving, "median": MedianRule, "extrapolate": Extrapolation}
+    if stopper not in kinds:
+        raise ValueError(f"unknown stopper {stopper!r}; choose one of {', '.join(STOPPERS)}")
+    kind = kinds[stopper]
+    known = {f for f in kind.__dataclass_fields__ if f != "name"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"stopper {stopper!r} has no option {', '.join(unknown)}; its options: "
+                         f"{', '.join(sorted(known)) or 'none'}")
+    return kind(**options)
+
+
+PARTIAL_MODES = ("last", "rank", "worst")
+
+
+def surrogate_targets(y: np.ndarray, stopped: np.ndarray, keys: list[Key], book: CurveBook,
+                      complete: np.ndarray, mode: str = "rank") -> np.ndarray:
+    """The values the surrogate fits for stopped evaluations (``y`` unchanged elsewhere).
+
+    ``last``: the value at the step where it stopped. ``rank``: its rank among the curves at that
+    step, mapped to the same quantile of the finished evaluations' values (a curve stopped in the
+    worst third of its rung counts like a finished evaluation in the worst third). ``worst``: like
+    a failure. ``complete`` marks the finished (ok) rows whose values the ranks map to.
+    """
+    if mode not in PARTIAL_MODES:
+        raise ValueError(f"unknown partial-result mode {mode!r}; choose one of {', '.join(PARTIAL_MODES)}")
+    out = np.array(y, dtype=float, copy=True)
+    idx = np.flatnonzero(stopped)
+    if not len(idx) or mode == "last":
+        return out
+    finals = np.sort(np.array([book.to_loss(v) for v in y[complete] if math.isfinite(v)]))
+    if mode == "worst":
+        out[idx] = np.nan
+        return out
+    if len(finals) < 3:
+        return out
+    for i in idx:
+        key = keys[i]
+        if key not in book:
+            continue
+        step = float(book.steps[key][-1])
+        index = book.at(step)
+        own = index.get(key, math.inf)
+        values = np.fromiter(index.values(), dtype=float, count=len(index))
+        quantile = (values < own).sum() / max(1, len(values) - 1)
+        loss = float(np.quantile(finals, min(1.0, quantile)))
+        out[i] = book.to_loss(loss)  # to_loss is its own inverse
+    return out

@@ -1,0 +1,266 @@
+"""Early stopping as users run it: scripts in fresh directories whose objectives report learning
+curves, real worker processes, curves in real HDF5 shards, decisions against peers' stored curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+
+import numpy as np
+import pytest
+
+import adbo
+from adbo.rows import IN_FLIGHT, INTERRUPTED, OK, STOPPED, EvalRow
+from adbo.stopping import CurveBook, Extrapolation, MedianRule, SuccessiveHalving, extrapolate, make_stopper
+from adbo.storage import ResultTable, SegmentReader, SegmentWriter, open_run, scan_run
+from adbo.space import SearchSpace
+from adbo.trial import Trial
+
+from user_scripts import UserRun, count_status, rows, wait_for, write
+
+# The quality of a configuration is fixed from its first epoch on (value = x at every step), so
+# where each evaluation ranks at a rung is known in advance.
+CURVES = """
+    import json
+    import sys
+    import time
+    import adbo
+
+    SLEEP = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+
+    def objective(params, trial):
+        for epoch in range(1, 10):
+            time.sleep(SLEEP)
+            trial.report(params["x"], step=epoch)
+            if trial.should_prune():
+                with open(f"pruned-{params['x']:.6f}.txt", "w") as f:
+                    f.write(str(epoch))
+                raise adbo.TrialPruned()
+        return params["x"]
+
+    if __name__ == "__main__":
+        options = json.loads(sys.argv[2])
+        result = adbo.optimize(objective, {"x": (0.0, 1.0)}, "run", direction="minimize", progress=False,
+                               site=sys.argv[1], **options)
+        print(adbo.format_summary(result))
+        sys.exit(adbo.exit_code(result))
+"""
+
+
+def _launch(tmp_path, site: str, options: dict, sleep: float = 0.0, timeout: float = 180,
+            codes: tuple[int, ...] = (0,)) -> UserRun:
+    run = UserRun(tmp_path, "search.py", site, json.dumps(options), str(sleep))
+    try:
+        code = run.wait(timeout)
+    finally:
+        run.kill_all()
+    assert code in codes, run.stderr[-3000:]
+    return run
+
+
+def test_a_worker_stops_an_evaluation_at_a_rung_because_of_peers_stored_curves(tmp_path):
+    write(tmp_path, "search.py", CURVES)
+    # First launch: four complete curves, no stopping.
+    _launch(tmp_path, "local", {"workers": 2, "max_evals": 4, "n_initial": 4})
+    first = adbo.load_results(tmp_path / "run")
+    assert (first.status == "ok").all() and first.curve.map(len).eq(9).all()
+    # Second launch, one worker process, ASHA: every new evaluation faces those four at rung 1.
+    run = _launch(tmp_path, "local", {"workers": 1, "max_evals": 10, "n_initial": 4, "stopper": "asha",
+                                      "stopper_options": {"min_step": 1, "reduction": 3, "min_peers": 3}})
+    frame = adbo.load_results(tmp_path / "run")
+    new = frame.iloc[4:]
+    assert len(new) == 6
+    worst_before = first.objective.max()
+    for _, row in new.iterrows():
+        # Rung 1 keeps the best max(1, n // 3) of the n <= 10 curves there: a configuration worse
+        # than all four stored curves ranks 5th or lower, so it cannot be among them.
+        if row.objective > worst_before:
+            assert row.status == "stopped" and row.step == 1.0, row.to_dict()
+    stopped = new[new.status == "stopped"]
+    assert len(stopped) >= 3
+    for _, row in stopped.iterrows():
+        assert row.step in (1.0, 3.0, 9.0)
+        assert row.curve[-1][0] == row.step and row.objective == row.curve[-1][1]
+        assert "successive halving" in row.metadata_stop_reason
+        # The objective itself saw should_prune() become True at that step (in its own process).
+        assert (tmp_path / f"pruned-{row.params_x:.6f}.txt").read_text() == str(int(row.step))
+    assert "stopped early" in run.stdout
+    curves = adbo.load_curves(tmp_path / "run")
+    assert set(curves.columns) == {"eval_id", "worker", "seq", "status", "step", "value"}
+    assert len(curves) == sum(len(c) for c in frame.curve)
+
+
+def test_stopped_rows_keep_their_curves_and_export_to_optuna_as_pruned(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    write(tmp_path, "search.py", CURVES)
+    _launch(tmp_path, "local-threads", {"workers": 3, "max_evals": 15, "n_initial": 3, "stopper": "median",
+                                        "stopper_options": {"min_peers": 2}})
+    frame = adbo.load_results(tmp_path / "run")
+    assert (frame.status == "stopped").any() and (frame.status == "ok").any()
+    for _, row in frame.iterrows():
+        steps = [s for s, _ in row.curve]
+        assert steps == list(range(1, len(steps) + 1)) and all(v == row.params_x for _, v in row.curve)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    from adbo.optuna_export import export_to_optuna
+    name, _ = export_to_optuna(tmp_path / "run", storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(pruned) == (frame.status == "stopped").sum()
+    assert all(t.intermediate_values and max(t.intermediate_values) == t.user_attrs["metadata_step"] for t in pruned)
+
+
+def test_a_relaunch_mid_curve_keeps_the_curves_and_judges_against_them(tmp_path):
+    write(tmp_path, "search.py", CURVES)
+    options = {"workers": 2, "max_evals": 12, "n_initial": 2, "stopper": "asha",
+               "stopper_options": {"min_step": 1, "reduction": 3, "min_peers": 2}}
+    run = UserRun(tmp_path, "search.py", "local", json.dumps(options), "0.4")
+    try:
+        # Running curves are republished at the rungs (steps 1, 3, 9): wait until one is stored.
+        running = wait_for(lambda: [(r.worker, r.seq) for r in rows(tmp_path / "run")
+                                    if r.status == IN_FLIGHT and r.curve is not None and len(r.curve) >= 3],
+                           90, "a running curve published at step 3")
+        run.signal_group(signal.SIGINT)
+        assert run.wait(60) == 130, run.stderr[-3000:]
+    finally:
+        run.kill_all()
+    cut = {(r.worker, r.seq): r for r in rows(tmp_path / "run") if r.status == INTERRUPTED}
+    assert running[0] in cut and len(cut[running[0]].curve) >= 3  # the curve up to the Ctrl-C is kept
+    kept = {key: r.curve.copy() for key, r in cut.items() if r.curve is not None}
+    before = {(r.worker, r.seq) for r in rows(tmp_path / "run")}
+    # One worker now: its first evaluation meets only the stored curves at rung 1. Every curve
+    # of this objective is flat, so it must stop there exactly when a stored one is better.
+    # (If every evaluation is stopped, no evaluation ran to its end: exit 1, said in one line.)
+    relaunch = _launch(tmp_path, "local", {**options, "workers": 1}, sleep=0.02, codes=(0, 1))
+    after = {(r.worker, r.seq): r for r in rows(tmp_path / "run")}
+    for key, curve in kept.items():
+        assert after[key].status == INTERRUPTED and np.array_equal(after[key].curve, curve)
+    statuses = [r.status for r in after.values()]
+    assert statuses.count(OK) + statuses.count(STOPPED) == 12 and IN_FLIGHT not in statuses
+    first_new = min((r for key, r in after.items() if key not in before), key=lambda r: r.t_submitted)
+    stored_at_rung_1 = [c[0, 1] for c in kept.values()]
+    assert len(stored_at_rung_1) >= 2  # min_peers = 2: judged only because of them
+    expect_stop = any(v < first_new.params["x"] for v in stored_at_rung_1)
+    assert (first_new.status == STOPPED and first_new.curve[-1, 0] == 1.0) == expect_stop, first_new
+    if OK not in statuses:
+        assert "stopped early" in relaunch.stdout and "ran to its end" in relaunch.stderr
+
+
+def test_objectives_without_a_trial_argument_are_unaffected_and_the_user_is_told(tmp_path):
+    write(tmp_path, "plain.py", """
+        import adbo
+
+        def objective(params):
+            return params["x"]
+
+        if __name__ == "__main__":
+            result = adbo.optimize(objective, {"x": (0.0, 1.0)}, "run", site="local-threads", workers=2,
+                                   max_evals=6, stopper="asha", progress=False)
+            print(adbo.format_summary(result))
+    """)
+    run = UserRun(tmp_path, "plain.py")
+    assert run.wait(120) == 0, run.stderr[-2000:]
+    assert "takes no trial argument" in run.stderr
+    frame = adbo.load_results(tmp_path / "run")
+    assert (frame.status == "ok").all() and frame.curve.isna().all() and len(frame) == 6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stopper", "hyperband"], "invalid choice"),
+    (["--stopper", "asha", "--stopper-options", "reduction=1"], "reduction must be above 1"),
+    (["--stopper", "asha", "--stopper-options", "eta=3"], "has no option eta"),
+    (["--stopper", "asha", "--stopper-options", "min_step"], "is not KEY=NUMBER"),
+])
+def test_bad_stopper_flags_are_refused_before_anything_runs(tmp_path, args, message):
+    from user_scripts import ROOT
+
+    run = UserRun(tmp_path, str(ROOT / "workflows" / "synthetic_hpo.py"), "--run-dir", "run", *args)
+    assert run.wait(60) != 0
+    assert message in run.stderr, run.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+# -- the rules and the storage underneath, on real segment files --------------------------------
+
+def _book(curves: dict, maximize: bool = False) -> CurveBook:
+    book = CurveBook(maximize)
+    for key, values in curves.items():
+        book.update(key, np.arange(1, len(values) + 1), np.asarray(values, dtype=float))
+    return book
+
+
+def test_successive_halving_keeps_the_best_third_of_every_curve_at_the_rung():
+    asha = SuccessiveHalving(min_step=1, reduction=3, min_peers=3)
+    peers = {(0, i): [v, v, v] for i, v in enumerate([0.1, 0.2, 0.3, 0.4, 0.5])}
+    book = _book({**peers, (9, 0): [0.15]})
+    assert asha.should_stop(book, (9, 0)) is None  # 2nd of 6: the best 2 continue
+    book = _book({**peers, (9, 0): [0.25]})
+    assert "ranked 3 of 6" in asha.should_stop(book, (9, 0))
+    # Between rungs nothing is decided; at rung 3 the running best counts (a noisy epoch is forgiven).
+    book = _book({**peers, (9, 0): [0.15, 0.9]})
+    assert asha.should_stop(book, (9, 0)) is None
+    book = _book({**peers, (9, 0): [0.15, 0.9, 0.9]})
+    assert asha.should_stop(book, (9, 0)) is None  # best so far 0.15 at rung 3: 2nd of 6
+    # Maximizing: the same ranks mirrored.
+    book = _book({**{k: [-v for v in c] for k, c in peers.items()}, (9, 0): [-0.25]}, maximize=True)
+    assert asha.should_stop(book, (9, 0)) is not None
+    # Too few curves at the rung: nobody is judged.
+    assert SuccessiveHalving(min_peers=7).should_stop(_book({**peers, (9, 0): [0.9]}), (9, 0)) is None
+
+
+def test_median_and_extrapolation_rules():
+    median = MedianRule(min_step=2, min_peers=3)
+    peers = {(0, i): list(np.linspace(1.0, 0.2 + 0.1 * i, 10)) for i in range(5)}
+    assert median.should_stop(_book({**peers, (9, 0): [2.0]}), (9, 0)) is None  # before min_step
+    assert "median rule" in median.should_stop(_book({**peers, (9, 0): [2.0, 2.0]}), (9, 0))
+    assert median.should_stop(_book({**peers, (9, 0): [0.5, 0.5]}), (9, 0)) is None
+    steps = np.arange(1, 10.0)
+    assert abs(extrapolate(steps, 0.3 + 0.7 * steps ** -0.8, 50) - (0.3 + 0.7 * 50 ** -0.8)) < 0.02
+    rule = Extrapolation(max_step=10, min_step=1, reduction=3)
+    slow = list(0.9 + 0.5 * np.arange(1, 4.0) ** -0.5)  # heads for ~0.95, peers end at 0.2-0.6
+    assert "extrapolation" in rule.should_stop(_book({**peers, (9, 0): slow}), (9, 0))
+    fast = list(0.05 + 0.95 * np.arange(1, 4.0) ** -1.5)
+    assert rule.should_stop(_book({**peers, (9, 0): fast}), (9, 0)) is None
+
+
+def test_unknown_stoppers_and_options_name_the_fix():
+    with pytest.raises(ValueError, match="choose one of none, asha, median, extrapolate"):
+        make_stopper("hyperband")
+    with pytest.raises(ValueError, match="its options: max_step, min_peers, min_step, reduction"):
+        make_stopper("asha", eta=3)
+
+
+def test_trial_report_checks_its_input():
+    trial = Trial({})
+    trial.report(0.5, step=1)
+    with pytest.raises(ValueError, match="steps must increase"):
+        trial.report(0.4, step=1)
+    with pytest.raises(TypeError, match="two numbers"):
+        trial.report("high", step=2)
+    assert not trial.should_prune() and trial.last_step == 1.0
+
+
+def test_curves_survive_compaction_and_readers_keep_the_longest(tmp_path):
+    space = SearchSpace({"x": (0.0, 1.0)})
+    info = open_run(tmp_path, space, "o:f", "minimize")
+    writer = SegmentWriter(tmp_path, 0, info.run_id, 1, compact_every=3)
+    base = EvalRow(worker=0, seq=0, status=IN_FLIGHT, x=np.array([0.5]), params={"x": 0.5})
+    reader = SegmentReader(tmp_path, info.run_id, 1, info.max_workers)
+    book = CurveBook()
+    for n in (1, 3, 5):  # a running curve republished at steps 1, 3 and 5
+        writer.append([base.evolve(curve=np.column_stack([np.arange(1, n + 1), np.full(n, 0.1 * n)]))])
+        for batch in reader.scan_batches(with_text=False, with_curves=True):
+            for i, points in batch.curves.items():
+                book.update((0, 0), points[:, 0], points[:, 1])
+        assert len(book.steps[(0, 0)]) == n
+    writer.append([base.evolve(status=STOPPED, objective=0.5, curve=np.array([[1, .1], [2, .2], [3, .5]])),
+                   base.evolve(seq=1)])
+    writer.append([base.evolve(seq=1, curve=np.array([[1.0, 0.7]]))])  # compaction happens here
+    assert any(p.name.endswith("-c.h5") for p in (tmp_path / "shards").rglob("*.h5"))
+    _, table, _ = scan_run(tmp_path)
+    by_seq = {r.seq: r for r in table.rows}
+    assert by_seq[0].status == STOPPED and by_seq[0].curve.tolist() == [[1, .1], [2, .2], [3, .5]]
+    assert by_seq[1].status == IN_FLIGHT and by_seq[1].curve.tolist() == [[1.0, 0.7]]
+    # A worker's table (numbers only) reads no curves unless asked.
+    fresh = SegmentReader(tmp_path, info.run_id, 1, info.max_workers)
+    assert all(b.curves is None for b in fresh.scan_batches(with_text=False))
