@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import time
 import math
 import sys
 from pathlib import Path
@@ -36,10 +38,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     budget = f" / {s['max_evals']}" if s.get("max_evals") else ""
     util = f"{100 * s['utilization']:.1f}%" if s.get("utilization") is not None else "-"
     print(f"run {s['run_id'][:8]} ({s['objective']}, {s['direction']})")
-    print(f"  evaluations  {s['evaluations']}{budget}  ok {s['ok']}  failed {s['failures']}  "
+    print(f"  launch       {_launch_state(args.run_dir)}")
+    stopped = f"  stopped early {s['stopped']}" if s.get("stopped") else ""
+    print(f"  evaluations  {s['evaluations']}{budget}  ok {s['ok']}{stopped}  failed {s['failures']}  "
           f"in flight {s['in_flight']}  interrupted {s['interrupted']}")
     print(f"  workers      {s['workers']}   utilization {util}")
-    print(f"  best         {s['best_objective']}  {s['best_params']}")
+    if s["best_objective"] is None:
+        print("  best         - (no evaluation has finished successfully yet)")
+    else:
+        print(f"  best         {s['best_objective']}  {s['best_params']}")
     if s["segments_skipped"]:
         # Name the files and why: a count alone leaves the user to hunt through the shards.
         print(f"  skipped      {s['segments_skipped']} unreadable, foreign or misplaced file(s), left untouched:")
@@ -49,6 +56,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         if len(skipped) > SKIPPED_SHOWN:
             print(f"    ... and {len(skipped) - SKIPPED_SHOWN} more (adbo status --json lists them all)")
     return 0
+
+
+def _launch_state(run_dir: str) -> str:
+    """Whether a launch holds the run now, from its lease (a heartbeat every few seconds)."""
+    from .lease import HEARTBEAT_S, LEASE_FILE, read_lease
+
+    lease = read_lease(os.path.join(run_dir, LEASE_FILE))
+    if lease is None or lease.state == "released":
+        return "none running (relaunch the same command to continue)"
+    age = time.time() - lease.time
+    if age > 3 * HEARTBEAT_S:
+        return f"none running: the last one ({lease.host}, pid {lease.pid}) stopped beating {age:.0f} s ago"
+    return f"{lease.state}: {lease.describe()}"
 
 
 def cmd_best(args: argparse.Namespace) -> int:

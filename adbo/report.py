@@ -23,10 +23,10 @@ import numpy as np
 
 from .failures import error_key
 from .results import summarize_scan
-from .rows import FAILED, IN_FLIGHT, OK, TIMEOUT
+from .rows import FAILED, IN_FLIGHT, OK, STOPPED, TIMEOUT
 from .storage import scan_run
 
-SECTIONS = ("summary", "best-over-time", "best-over-evaluations", "busy-workers", "overheads",
+SECTIONS = ("summary", "best-over-time", "best-over-evaluations", "busy-workers", "curves", "overheads",
             "parallel-coordinates", "importance", "failures")
 MAX_HOST_LINES = 12
 MAX_PARALLEL_LINES = 300
@@ -112,11 +112,11 @@ def _best_over(run: _Run, by_time: bool) -> str:
         ax.step(x, best, where="post", color="C0", label="best so far")
         ax.set_xlabel(f"{name} since the first evaluation started")
     else:
-        finished_all = np.sort(run.finished[np.isin(run.status, (OK, FAILED, TIMEOUT)) & np.isfinite(run.finished)])
+        finished_all = np.sort(run.finished[np.isin(run.status, (OK, FAILED, TIMEOUT, STOPPED)) & np.isfinite(run.finished)])
         x = np.searchsorted(finished_all, run.finished[ok][order], side="right")
         ax.scatter(x, values, s=6, alpha=0.35, color="0.5", label="evaluations")
         ax.step(x, best, where="post", color="C0", label="best so far")
-        ax.set_xlabel("evaluations finished (ok, failed or timed out)")
+        ax.set_xlabel("evaluations finished (ok, stopped early, failed or timed out)")
     ax.set_ylabel(f"objective ({run.info.direction})")
     spread = values[np.isfinite(values)]
     if len(spread) > 10 and (spread > 0).all() and spread.max() / spread.min() > 1e3:
@@ -238,6 +238,34 @@ def _importance(run: _Run) -> str:
         "successful evaluations of the encoded parameters.</p>")
 
 
+MAX_CURVES = 2000
+"""Curves drawn at most (the best ones first among finished; the rest sampled): a readable figure."""
+
+
+def _curves(run: _Run) -> str:
+    with_curve = [r for r in run.rows if r.curve is not None and len(r.curve)]
+    if not with_curve:
+        return _empty("No evaluation reported a learning curve (def objective(params, trial): ... "
+                      "trial.report(value, step)).")
+    if len(with_curve) > MAX_CURVES:
+        pick = np.random.default_rng(0).choice(len(with_curve), MAX_CURVES, replace=False)
+        with_curve = [with_curve[i] for i in sorted(pick)]
+    fig, ax = _figure()
+    styles = {OK: ("C0", 0.8, "finished"), STOPPED: ("0.6", 0.5, "stopped early"),
+              IN_FLIGHT: ("C2", 0.8, "running"), FAILED: ("C3", 0.6, "failed or timed out"),
+              TIMEOUT: ("C3", 0.6, "failed or timed out")}
+    labelled: set[str] = set()
+    for r in sorted(with_curve, key=lambda r: r.status == OK):  # finished curves drawn on top
+        color, width, label = styles.get(r.status, ("0.8", 0.5, "interrupted"))
+        ax.plot(r.curve[:, 0], r.curve[:, 1], color=color, lw=width, alpha=0.7,
+                label=None if label in labelled else label)
+        labelled.add(label)
+    ax.set_xlabel("step (as reported by trial.report)")
+    ax.set_ylabel(f"reported value ({run.info.direction})")
+    ax.legend(loc="best")
+    return _img(_png(fig), "learning curves")
+
+
 def _failures(run: _Run) -> str:
     failed = [r for r in run.rows if r.status in (FAILED, TIMEOUT)]
     if not failed:
@@ -264,7 +292,8 @@ def _summary(run_dir: str, run: _Run) -> str:
     items = [
         ("run", f"{s['run_id'][:8]} ({s['objective']}, {s['direction']})"),
         ("evaluations", f"{s['evaluations']}" + (f" of {s['max_evals']}" if s.get("max_evals") else "")),
-        ("ok / failed / interrupted / in flight", f"{s['ok']} / {s['failures']} / {s['interrupted']} / {s['in_flight']}"),
+        ("ok / stopped early / failed / interrupted / in flight",
+         f"{s['ok']} / {s['stopped']} / {s['failures']} / {s['interrupted']} / {s['in_flight']}"),
         ("workers / hosts", f"{s['workers']} / {len(set(run.hosts))}"),
         ("best objective", f"{s['best_objective']}"),
         ("best parameters", f"{s['best_params']}"),
@@ -296,6 +325,7 @@ def write_report(run_dir: str | os.PathLike, output: str | os.PathLike | None = 
         _section("best-over-time", "Best value over time", _best_over(run, by_time=True)),
         _section("best-over-evaluations", "Best value over evaluations", _best_over(run, by_time=False)),
         _section("busy-workers", "Busy workers over time", _busy_workers(run)),
+        _section("curves", "Learning curves", _curves(run)),
         _section("overheads", "BO overhead and scan time", _overheads(run)),
         _section("parallel-coordinates", "Parallel coordinates of the best 10%", _parallel(run)),
         _section("importance", "Parameter importance", _importance(run)),

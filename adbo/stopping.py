@@ -336,15 +336,18 @@ def surrogate_targets(y: np.ndarray, stopped: np.ndarray, keys: list[Key], book:
         return out
     if len(finals) < 3:
         return out
+    # Group by the step where each stopped (a few distinct rungs), then rank with one sort per step.
+    by_step: dict[float, list[tuple[int, float]]] = {}
     for i in idx:
         key = keys[i]
-        if key not in book:
-            continue
-        step = float(book.steps[key][-1])
+        if key in book:
+            by_step.setdefault(float(book.steps[key][-1]), []).append((int(i), key))
+    for step, members in by_step.items():
         index = book.at(step)
-        own = index.get(key, math.inf)
-        values = np.fromiter(index.values(), dtype=float, count=len(index))
-        quantile = (values < own).sum() / max(1, len(values) - 1)
-        loss = float(np.quantile(finals, min(1.0, quantile)))
-        out[i] = book.to_loss(loss)  # to_loss is its own inverse
+        ranked = np.sort(np.fromiter(index.values(), dtype=float, count=len(index)))
+        own = np.array([index.get(key, math.inf) for _, key in members])
+        quantiles = np.searchsorted(ranked, own, side="left") / max(1, len(ranked) - 1)
+        losses = np.quantile(finals, np.minimum(1.0, quantiles))
+        for (i, _), loss in zip(members, losses):
+            out[i] = book.to_loss(float(loss))  # to_loss is its own inverse
     return out

@@ -332,8 +332,7 @@ class Worker:
 
     def _claim_ticket(self, seq: int) -> int | None:
         """A budget ticket for evaluation ``seq`` (see ``adbo.budget``); None when the budget is spent."""
-        X, y, st = self.table.view()
-        estimate = int(np.isin(st, BUDGET_STATUSES + (IN_FLIGHT,)).sum())
+        estimate = self.table.count(BUDGET_STATUSES + (IN_FLIGHT,))
         if self._claims == 0:
             estimate = max(estimate, self.settings.budget_base) + self.worker_id % max(1, self.settings.workers)
         self._claims += 1

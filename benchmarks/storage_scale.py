@@ -12,6 +12,11 @@ machine's filesystem:
   (what re-reading all job ids on every gather costs), and the ratio;
 * a worker's memory: the resident-set growth of holding the 40,000 rows for fitting.
 
+``--curves N`` gives rows learning curves as a run with early stopping stores them (a full
+evaluation reports N steps; with ASHA's reduction 3, two thirds stop at step 1, two ninths at 3,
+and so on) and scans as a worker with a stopper does: curves read and kept in a ``CurveBook``.
+Compare with the same command without ``--curves``.
+
 Prints JSON; ``--json FILE`` also writes it.
 """
 
@@ -35,7 +40,33 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__)))
 from space_speed import combo_like_space  # noqa: E402
 
 from adbo.space import SearchSpace  # noqa: E402
+from adbo.stopping import CurveBook  # noqa: E402
 from adbo.storage import OK, EvalRow, ResultTable, SegmentReader, SegmentWriter, open_run  # noqa: E402
+
+CURVE_STEPS = 0
+
+
+def asha_like_curve(rng: np.random.Generator) -> np.ndarray | None:
+    """A curve as long as ASHA (reduction 3, rungs 1, 3, 9, 27) would let it run."""
+    if not CURVE_STEPS:
+        return None
+    length, rung = 1, 1
+    while rung < CURVE_STEPS and rng.random() < 1 / 3:
+        rung *= 3
+        length = min(rung, CURVE_STEPS)
+    if rung >= CURVE_STEPS:
+        length = CURVE_STEPS
+    steps = np.arange(1, length + 1, dtype=float)
+    return np.column_stack([steps, 1.0 / steps + 0.01 * rng.random(length)])
+
+
+def read_into(reader: SegmentReader, table: ResultTable, book: CurveBook | None) -> None:
+    for batch in reader.scan_batches(with_text=False, with_curves=book is not None):
+        table.upsert_batch(batch)
+        if book is not None and batch.curves:
+            workers, seqs = batch.numeric["worker"], batch.numeric["seq"]
+            for i, points in batch.curves.items():
+                book.update((int(workers[i]), int(seqs[i])), points[:, 0], points[:, 1])
 
 
 def rss_mb() -> float:
@@ -50,7 +81,8 @@ def make_rows(space: SearchSpace, worker: int, start: int, n: int, rng: np.rando
     return [
         EvalRow(worker=worker, seq=start + i, status=OK, x=X[i], params=params[i], objective=float(rng.normal()),
                 metadata={"epochs": 10, "train_loss": 0.1}, t_submitted=now, t_started=now, t_finished=now + 60,
-                bo_overhead_s=0.05, n_observations=start + i, hostname="x3001c0s13b0n0", eval_id=f"w{worker}-s{start + i}")
+                bo_overhead_s=0.05, n_observations=start + i, hostname="x3001c0s13b0n0", eval_id=f"w{worker}-s{start + i}",
+                curve=asha_like_curve(rng))
         for i in range(n)
     ]
 
@@ -70,7 +102,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10, help="rows per published segment while building")
     parser.add_argument("--dir", default=None, help="where to build the run (default: a temporary directory)")
     parser.add_argument("--json", help="also write the JSON here")
+    parser.add_argument("--curves", type=int, default=0,
+                        help="learning-curve steps of a full evaluation (0: no curves, a run without early stopping)")
     args = parser.parse_args()
+    global CURVE_STEPS
+    CURVE_STEPS = args.curves
     warnings.simplefilter("error")  # a skipped segment would be a bug here
 
     space = SearchSpace(combo_like_space())
@@ -90,9 +126,9 @@ def main() -> None:
     rss0 = rss_mb()
     reader = SegmentReader(run_dir, info.run_id, space.dim, args.writers)
     table = ResultTable(space.dim, keep_rows=False)
+    book = CurveBook() if args.curves else None
     t = time.perf_counter()
-    for batch in reader.scan_batches(with_text=False):
-        table.upsert_batch(batch)
+    read_into(reader, table, book)
     cold_s = time.perf_counter() - t
     cold = {"seconds": cold_s, "listings": reader.listings, "opens": reader.opens, "rows": len(table)}
     gc.collect()
@@ -102,8 +138,7 @@ def main() -> None:
         w.append(make_rows(space, w.worker, args.rows, 1, rng))
     l0, o0, r0 = reader.listings, reader.opens, reader.rows_read
     t = time.perf_counter()
-    for batch in reader.scan_batches(with_text=False):
-        table.upsert_batch(batch)
+    read_into(reader, table, book)
     warm = {"seconds": time.perf_counter() - t, "listings": reader.listings - l0, "opens": reader.opens - o0,
             "rows_read": reader.rows_read - r0}
 
@@ -112,8 +147,7 @@ def main() -> None:
         w.compact()
     l0, o0, r0 = reader.listings, reader.opens, reader.rows_read
     t = time.perf_counter()
-    for batch in reader.scan_batches(with_text=False):
-        table.upsert_batch(batch)
+    read_into(reader, table, book)
     after_compaction = {"seconds": time.perf_counter() - t, "listings": reader.listings - l0,
                         "opens": reader.opens - o0, "rows_read": reader.rows_read - r0}
 
@@ -121,6 +155,8 @@ def main() -> None:
         "machine": f"{platform.node()} ({os.cpu_count()} cores), python {platform.python_version()}, "
                    f"filesystem of {base}",
         "writers": args.writers,
+        "curve_steps": args.curves,
+        "curve_points": int(sum(len(v) for v in book.steps.values())) if book is not None else 0,
         "rows": len(table),
         "parameters": space.dim,
         "build_seconds": build_s,

@@ -108,22 +108,40 @@ def test_stopped_rows_keep_their_curves_and_export_to_optuna_as_pruned(tmp_path)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert len(pruned) == (frame.status == "stopped").sum()
     assert all(t.intermediate_values and max(t.intermediate_values) == t.user_attrs["metadata_step"] for t in pruned)
+    from adbo.report import write_report
+    page = write_report(tmp_path / "run").read_text()
+    curves = page[page.index('<section id="curves">'):]
+    assert curves.index("data:image/png;base64,") < curves.index("</section>")  # the curves are drawn
+
+
+def _status(tmp_path) -> str:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    adbo_cli = Path(sys.executable).parent / "adbo"
+    out = subprocess.run([str(adbo_cli), "status", str(tmp_path / "run")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def test_a_relaunch_mid_curve_keeps_the_curves_and_judges_against_them(tmp_path):
     write(tmp_path, "search.py", CURVES)
     options = {"workers": 2, "max_evals": 12, "n_initial": 2, "stopper": "asha",
                "stopper_options": {"min_step": 1, "reduction": 3, "min_peers": 2}}
-    run = UserRun(tmp_path, "search.py", "local", json.dumps(options), "0.4")
+    run = UserRun(tmp_path, "search.py", "local", json.dumps(options), "0.6")
     try:
+        wait_for(lambda: any(r.status == IN_FLIGHT for r in rows(tmp_path / "run")), 90, "an evaluation")
+        assert "launch       running: launch" in _status(tmp_path)  # adbo status says a launch holds it
         # Running curves are republished at the rungs (steps 1, 3, 9): wait until one is stored.
         running = wait_for(lambda: [(r.worker, r.seq) for r in rows(tmp_path / "run")
                                     if r.status == IN_FLIGHT and r.curve is not None and len(r.curve) >= 3],
-                           90, "a running curve published at step 3")
+                           90, "a running curve published at step 3", poll=0.05)
         run.signal_group(signal.SIGINT)
         assert run.wait(60) == 130, run.stderr[-3000:]
     finally:
         run.kill_all()
+    assert "none running" in _status(tmp_path)
     cut = {(r.worker, r.seq): r for r in rows(tmp_path / "run") if r.status == INTERRUPTED}
     assert running[0] in cut and len(cut[running[0]].curve) >= 3  # the curve up to the Ctrl-C is kept
     kept = {key: r.curve.copy() for key, r in cut.items() if r.curve is not None}
