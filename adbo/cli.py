@@ -104,8 +104,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.output:
         print("adbo: say where to export: -o FILE.csv, -o FILE.parquet or --optuna-storage URL", file=sys.stderr)
         return 2
-    frame = load_results(args.run_dir, include_in_flight=not args.final_only)
     out = Path(args.output)
+    if not out.parent.is_dir():
+        print(f"adbo: cannot write {out}: the directory {out.parent} does not exist; create it or pick another -o",
+              file=sys.stderr)
+        return 2
+    frame = load_results(args.run_dir, include_in_flight=not args.final_only)
     if out.suffix == ".csv":
         frame.to_csv(out, index=False)
     elif out.suffix == ".parquet":

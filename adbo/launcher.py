@@ -543,7 +543,9 @@ def format_summary(result: RunSummary, best_params: bool = True) -> str:
         f"run directory:        {result.run_dir}",
         f"evaluations:          {s['evaluations']} ({s['failures']} failed, "
         + (f"{s['stopped']} stopped early, " if s.get("stopped") else "") + f"{s['interrupted']} interrupted) "
-        f"by {s['workers']} workers" + (" - stopped by a signal" if result.interrupted else ""),
+        f"by {s['workers']} workers" + (" - stopped by a signal" if result.interrupted else "")
+        + (" - stopped by `adbo stop` (a STOP file)" if not result.interrupted and any(
+            r.get("stop_reason") == "STOP file present" for r in result.worker_reports) else ""),
         f"best objective:       {s['best_objective'] if s['best_objective'] is not None else '- (no evaluation succeeded)'}"
         + (f" ({s['direction']})" if s['best_objective'] is not None else ""),
     ]

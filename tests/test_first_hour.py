@@ -4,7 +4,10 @@ sites, signals to the whole process group."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -326,3 +329,35 @@ def test_utilization_and_throughput_leave_out_the_time_between_launches(tmp_path
     assert len({r.metadata["launch"] for r in stored}) == 2
     assert summary["wall_time_s"] < span - 5.0
     assert summary["utilization"] > 0.6, summary["utilization"]
+
+
+def test_adbo_stop_is_named_in_the_summary_and_bad_export_paths_are_one_line(tmp_path):
+    write(tmp_path, "search.py", """
+        import time
+        import adbo
+
+        def objective(params):
+            time.sleep(0.3)
+            return params["a"]
+
+        if __name__ == "__main__":
+            result = adbo.optimize(objective, {"a": (0.0, 1.0)}, "run", site="local", workers=2, max_evals=500)
+            print(adbo.format_summary(result))
+    """)
+    run = UserRun(tmp_path, "search.py")
+    try:
+        wait_for(lambda: count_status(tmp_path / "run", OK) >= 2, 60, "two evaluations")
+        cli = os.path.join(os.path.dirname(sys.executable), "adbo")
+        stop = subprocess.run([cli, "stop", "run"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert stop.returncode == 0, stop.stderr
+        assert run.wait(60) == 0, run.stderr[-2000:]
+    finally:
+        run.kill_all()
+    assert "stopped by `adbo stop`" in run.stdout
+    export = subprocess.run([cli, "export", "run", "-o", str(tmp_path / "missing" / "x.csv")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert export.returncode == 2 and len(export.stderr.strip().splitlines()) == 1
+    assert "does not exist" in export.stderr and "Traceback" not in export.stderr
+    bad = UserRun(ROOT, "workflows/synthetic_hpo.py", "--run-dir", str(tmp_path / "r2"), "--eval-time", "nan,0")
+    assert bad.wait(60) == 2 and "finite numbers" in bad.stderr
+    assert not (tmp_path / "r2").exists()

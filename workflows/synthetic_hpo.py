@@ -9,6 +9,7 @@ Example:  python workflows/synthetic_hpo.py --problem ackley --dim 5 --site loca
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import adbo
@@ -21,8 +22,8 @@ def parse_eval_time(text: str) -> tuple[float, float]:
         mean, std = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected MEAN,STD in seconds (for example 60,20), got {text!r}") from None
-    if mean < 0 or std < 0:
-        raise argparse.ArgumentTypeError(f"MEAN and STD must be >= 0, got {text!r}")
+    if not (math.isfinite(mean) and math.isfinite(std)) or mean < 0 or std < 0:
+        raise argparse.ArgumentTypeError(f"MEAN and STD must be finite numbers >= 0, got {text!r}")
     return mean, std
 
 
