@@ -83,9 +83,12 @@ class InlineEvaluator:
 class ChildEvaluator:
     """One long-lived child process that runs the objective; see the module docstring."""
 
-    def __init__(self, spec: ObjectiveSpec, log: Any = None) -> None:
+    def __init__(self, spec: ObjectiveSpec, log: Any = None, output: str | os.PathLike | None = None) -> None:
         self.spec = spec
         self.log = log
+        self.output = output
+        """File that receives the objective's stdout and stderr (appended, unbuffered, so lines
+        printed just before a crash or a timeout kill are kept); None: the worker's own."""
         self.proc: subprocess.Popen | None = None
         self.requests: Connection | None = None
         self.replies: Connection | None = None
@@ -100,15 +103,25 @@ class ChildEvaluator:
             return
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
+        out = None
+        if self.output is not None:
+            try:
+                out = open(self.output, "ab", buffering=0)
+            except OSError:
+                out = None  # the objective's output then goes where the worker's goes
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", CHILD_BOOTSTRAP, _ADBO_PARENT, str(req_r), str(rep_w), str(os.getpid())],
                 pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT if out is not None else None,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"} if out is not None else None,
                 start_new_session=True,  # its own group: killed as a whole, spared the terminal's Ctrl-C
             )
         finally:
             os.close(req_r)
             os.close(rep_w)
+            if out is not None:
+                out.close()
         self.requests = Connection(req_w, readable=False)
         self.replies = Connection(rep_r, writable=False)
         self.requests.send(("load", self.spec))

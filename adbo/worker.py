@@ -160,6 +160,19 @@ def _worker_logger(run_dir: Path, worker: int) -> logging.Logger:
     return logger
 
 
+def objective_log(run_dir: Path, worker: int) -> Path:
+    """Where the objective's printed output goes when it runs in a child process (created here
+    with the run directory's file mode, as the worker's own log)."""
+    path = run_dir / LOG_DIR / f"objective-{worker:06d}.log"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.close(fd)
+        os.chmod(path, file_mode(os.stat(run_dir / LOG_DIR).st_mode & 0o777))
+    except OSError:
+        pass
+    return path
+
+
 def _set_thread_priority(native_id: int, nice: int) -> None:
     """Set one thread's nice value where the OS keeps one per thread (Linux); else do nothing.
 
@@ -182,7 +195,7 @@ class Worker:
         self.settings = settings
         in_process_target = objective if callable(objective) and not isinstance(objective, ObjectiveSpec) else self.spec
         self.evaluator = (InlineEvaluator(in_process_target) if settings.evaluation == "in-process"
-                          else ChildEvaluator(self.spec))
+                          else ChildEvaluator(self.spec, output=objective_log(self.run_dir, self.worker_id)))
         self.watch = LaunchWatch(settings.launch_file, settings.launch_id, settings.lease_poll_s, settings.orphan_after_s)
         self._stop_now: str | None = None
         self._sigterm = False

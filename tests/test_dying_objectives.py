@@ -10,6 +10,8 @@ import time
 import psutil
 import pytest
 
+import adbo
+
 from adbo.lease import Lease
 from adbo.rows import FAILED, IN_FLIGHT, INTERRUPTED, OK, TIMEOUT
 
@@ -247,3 +249,33 @@ def test_sigterm_to_the_whole_job_records_interrupted_not_failed(tmp_path):
         assert count_status(tmp_path / "run", INTERRUPTED) == 3 and count_status(tmp_path / "run", FAILED) == 0
     finally:
         run.kill_all()
+
+
+def test_what_the_objective_prints_is_kept_in_its_log_even_when_it_is_killed(tmp_path):
+    from user_scripts import UserRun, write
+
+    write(tmp_path, "search.py", """
+        import time
+        import adbo
+
+        def objective(params):
+            print(f"training with a={params['a']:.4f}")   # no flush: a kill must not lose it
+            if params["a"] > 0.5:
+                time.sleep(60)                             # killed by the timeout
+            return params["a"]
+
+        if __name__ == "__main__":
+            adbo.optimize(objective, {"a": (0.0, 1.0)}, "run", site="local", workers=2, max_evals=6,
+                          eval_timeout=2, progress=False)
+    """)
+    run = UserRun(tmp_path, "search.py")
+    try:
+        assert run.wait(120) == 0, run.stderr[-2000:]
+    finally:
+        run.kill_all()
+    frame = adbo.load_results(tmp_path / "run")
+    logs = "".join(p.read_text() for p in sorted((tmp_path / "run" / "logs").glob("objective-*.log")))
+    for _, row in frame.iterrows():
+        assert f"training with a={row.params_a:.4f}" in logs, row.status
+    assert (frame.status == "timeout").any() == (frame.params_a > 0.5).any()
+    assert "training with" not in run.stdout  # it went to the log, not through the progress output
