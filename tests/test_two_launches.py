@@ -28,16 +28,18 @@ SCRIPT = """
 
 def test_a_second_launch_is_refused_with_the_holder_named_and_harms_nothing(tmp_path):
     write(tmp_path, "search.py", SCRIPT)
-    first = UserRun(tmp_path, "search.py", "8", "1.0")
+    # 20 evaluations of 1 s on 2 workers: the first launch still holds the run while the second
+    # one starts, however slowly a loaded machine imports it.
+    first = UserRun(tmp_path, "search.py", "20", "1.0")
     try:
         wait_for(lambda: count_status(tmp_path / "run", OK) >= 1, 60, "the first launch's first result")
-        second = UserRun(tmp_path, "search.py", "8", "1.0")
+        second = UserRun(tmp_path, "search.py", "20", "1.0")
         assert second.wait(60) != 0
         holder = json.loads((tmp_path / "run" / LEASE_FILE).read_text())
         assert f"is in use by launch {holder['launch_id'][:8]} on host {holder['host']} (pid {first.proc.pid}" in second.stderr
         assert "--join" in second.stderr
         assert first.wait(120) == 0, first.stderr[-2000:]
-        assert count_status(tmp_path / "run", OK) == 8 and count_status(tmp_path / "run", INTERRUPTED) == 0
+        assert count_status(tmp_path / "run", OK) == 20 and count_status(tmp_path / "run", INTERRUPTED) == 0
     finally:
         first.kill_all()
 
