@@ -8,6 +8,7 @@ continues its own sequence.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -264,16 +265,15 @@ class Worker:
     REPORT_SCAN_S = 1.0
     """A report that is not a decision point rescans the shards only if the last scan is this old."""
 
-    def _on_report(self, step: float, value: float) -> str | None:
+    def _on_report(self, pending: EvalRow, step: float, value: float) -> str | None:
         """The running evaluation reported ``value`` at ``step``: record it, and say whether to stop.
 
         At the stopper's decision points the worker first reads its peers' newest curves, and
         if the evaluation goes on, republishes it in flight with its curve so far, so that the
         evaluations that reach this point later compare with it.
         """
-        pending = self._running
-        if pending is None:
-            return None
+        if self._running is not pending:
+            return None  # a timed-out in-process objective still running in its thread: not ours now
         previous = self._curve[-1][0] if self._curve else -math.inf
         self._curve.append((float(step), float(value)))
         if not self.uses_curves:
@@ -634,7 +634,8 @@ class Worker:
                 timeout = min(timeout, left) if timeout is not None else left
             self._running, self._curve = pending, []
             try:
-                outcome = self.evaluator.evaluate(params, timeout, self._should_abandon, self._on_report, pending.eval_id)
+                outcome = self.evaluator.evaluate(params, timeout, self._should_abandon,
+                                                  functools.partial(self._on_report, pending), pending.eval_id)
             finally:
                 self._running = None
             t_end = t_eval_end = time.time()
