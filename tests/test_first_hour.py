@@ -358,6 +358,7 @@ def test_adbo_stop_is_named_in_the_summary_and_bad_export_paths_are_one_line(tmp
                             capture_output=True, text=True, timeout=60)
     assert export.returncode == 2 and len(export.stderr.strip().splitlines()) == 1
     assert "does not exist" in export.stderr and "Traceback" not in export.stderr
-    bad = UserRun(ROOT, "workflows/synthetic_hpo.py", "--run-dir", str(tmp_path / "r2"), "--eval-time", "nan,0")
+    bad = UserRun(tmp_path, str(ROOT / "workflows" / "synthetic_hpo.py"), "--run-dir", str(tmp_path / "r2"),
+                  "--eval-time", "nan,0")
     assert bad.wait(60) == 2 and "finite numbers" in bad.stderr
     assert not (tmp_path / "r2").exists()
