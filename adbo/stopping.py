@@ -151,6 +151,11 @@ class SuccessiveHalving:
     max_step: float | None = None
     """The step a full evaluation reaches (its last epoch), if known: no rung there or beyond,
     since stopping a training at its end saves nothing."""
+    window: int = 0
+    """Judge against only the ``window`` curves that reached the rung most recently (as this worker
+    learned of them), 0: all. Behind BO the proposals improve as the run goes on, so the early
+    space-filling curves that fill every rung make the rule lax; a window keeps it as strict as
+    it is for random proposals."""
     name: str = "asha"
 
     def __post_init__(self) -> None:
@@ -173,7 +178,12 @@ class SuccessiveHalving:
         own = index.get(key)
         if own is None or len(index) < max(1, self.min_peers):
             return None
-        values = np.fromiter(index.values(), dtype=float, count=len(index))
+        if self.window and len(index) > self.window + 1:
+            # Dicts keep the order in which curves reached the rung here: the last ones are the newest.
+            others = [v for k, v in index.items() if k != key][-self.window:]
+            values = np.array(others + [own])
+        else:
+            values = np.fromiter(index.values(), dtype=float, count=len(index))
         keep = max(1, int(len(values) // self.reduction))
         rank = int((values < own).sum())
         if rank < keep:
@@ -253,7 +263,7 @@ class Extrapolation:
         steps = book.steps[key]
         if len(finals) < self.min_peers or len(steps) < self.min_points:
             return None
-        predicted = extrapolate(steps, np.minimum.accumulate(book.losses[key]), horizon)
+        predicted = extrapolate(steps, np.fmin.accumulate(book.losses[key]), horizon)  # a NaN report is skipped
         threshold = float(np.median(finals))
         if not math.isfinite(predicted) or predicted <= threshold:
             return None

@@ -222,6 +222,12 @@ def test_successive_halving_keeps_the_best_third_of_every_curve_at_the_rung():
     # Maximizing: the same ranks mirrored.
     book = _book({**{k: [-v for v in c] for k, c in peers.items()}, (9, 0): [-0.25]}, maximize=True)
     assert asha.should_stop(book, (9, 0)) is not None
+    # With a window, only the newest curves at the rung count: old weak ones no longer make it lax.
+    old_weak = {(1, i): [2.0 + i] for i in range(30)}  # reached rung 1 first
+    recent = {(0, i): [v] for i, v in enumerate([0.1, 0.2, 0.3, 0.4, 0.5])}
+    book = _book({**old_weak, **recent, (9, 0): [0.25]})
+    assert SuccessiveHalving(min_peers=3).should_stop(book, (9, 0)) is None  # 3rd of 36: best 12 go on
+    assert "ranked 3 of 6" in SuccessiveHalving(min_peers=3, window=5).should_stop(book, (9, 0))
     # Too few curves at the rung: nobody is judged.
     assert SuccessiveHalving(min_peers=7).should_stop(_book({**peers, (9, 0): [0.9]}), (9, 0)) is None
 
@@ -244,7 +250,7 @@ def test_median_and_extrapolation_rules():
 def test_unknown_stoppers_and_options_name_the_fix():
     with pytest.raises(ValueError, match="choose one of none, asha, median, extrapolate"):
         make_stopper("hyperband")
-    with pytest.raises(ValueError, match="its options: max_step, min_peers, min_step, reduction"):
+    with pytest.raises(ValueError, match="its options: max_step, min_peers, min_step, reduction, window"):
         make_stopper("asha", eta=3)
 
 
