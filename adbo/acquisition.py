@@ -97,12 +97,34 @@ def _copies(centres: np.ndarray, n_per_centre: int, rng: np.random.Generator) ->
     return base
 
 
-def perturb(space: SearchSpace, centres: np.ndarray, scale: float, n_per_centre: int, rng: np.random.Generator) -> np.ndarray:
+def _redraw_categories(space: SearchSpace, base: np.ndarray, moved: np.ndarray, mask: np.ndarray,
+                       rng: np.random.Generator) -> None:
+    """In place: where ``mask`` selects an unordered categorical of ``moved``, put a category drawn
+    uniformly from the *other* choices of ``base``'s.
+
+    A Gaussian step on such a column would move to the categories listed next to the current one,
+    which are no more alike than any other; a redraw treats every other category as equally near.
+    Excluding the current category keeps the move a move (a redraw onto itself would only
+    duplicate the centre, which is already evaluated).
+    """
+    for j, k in zip(space.categorical_columns, space.categorical_sizes):
+        rows = np.flatnonzero(mask[:, j])
+        if len(rows) == 0:
+            continue
+        old = np.minimum(np.floor(np.clip(base[rows, j], 0.0, 1.0) * k), k - 1)
+        new = (old + rng.integers(1, k, len(rows))) % k
+        moved[rows, j] = (new + 0.5) / k
+
+
+def perturb(space: SearchSpace, centres: np.ndarray, scale: float, n_per_centre: int, rng: np.random.Generator,
+            unordered: bool = True) -> np.ndarray:
     """Local moves around ``centres``: Gaussian steps on a random subset of coordinates.
 
     Changing a few coordinates at a time (as a local search would) works far better in 10-30
     dimensions than moving all of them. Inactive coordinates get a random value first, so a move
-    can switch a conditional parameter on.
+    can switch a conditional parameter on. With ``unordered`` (the default) a chosen unordered
+    categorical changes to another category drawn uniformly instead of stepping along its code;
+    ``unordered=False`` is the earlier behaviour, which stepped along every code.
     """
     if len(centres) == 0 or n_per_centre <= 0:
         return np.empty((0, space.dim))
@@ -116,23 +138,34 @@ def perturb(space: SearchSpace, centres: np.ndarray, scale: float, n_per_centre:
     # Reflect at the bounds instead of clipping, so the edges do not collect candidates.
     moved = np.abs(moved)
     moved = 1.0 - np.abs(1.0 - moved)
+    if unordered:
+        _redraw_categories(space, base, moved, mask, rng)
     return space.canonicalize(moved)
 
 
-def jump(space: SearchSpace, centre: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+def jump(space: SearchSpace, centre: np.ndarray, n: int, rng: np.random.Generator,
+         unordered: bool = True) -> np.ndarray:
     """One-parameter jumps: copies of ``centre`` with one parameter redrawn uniformly.
 
     Local moves keep every parameter near the incumbent's value, so a parameter whose best value
     lies in another basin (far along its own axis) is never found. Hyperparameters often act
     nearly independently (a learning rate, a dropout, a categorical choice), and trees split on
     one parameter at a time, so the surrogate can rank such jumps well. An inactive coordinate is
-    redrawn too, so a jump can switch on a conditional parameter.
+    redrawn too, so a jump can switch on a conditional parameter. With ``unordered`` a jump on
+    an unordered categorical always lands on another category.
     """
     if n <= 0:
         return np.empty((0, space.dim))
     base = _copies(centre[None], n, rng)
-    base[np.arange(n), rng.integers(0, space.dim, n)] = rng.random(n)
-    return space.canonicalize(base)
+    moved = base.copy()
+    values = rng.random(n)  # drawn before the columns, as the earlier one-line form did
+    cols = rng.integers(0, space.dim, n)
+    moved[np.arange(n), cols] = values
+    if unordered:
+        mask = np.zeros(base.shape, dtype=bool)
+        mask[np.arange(n), cols] = True
+        _redraw_categories(space, base, moved, mask, rng)
+    return space.canonicalize(moved)
 
 
 def local_centres(X: np.ndarray, scores: np.ndarray, k: int = 10, spacing: float = 0.0) -> np.ndarray:
@@ -172,18 +205,22 @@ def propose(
     local_scale: float = 0.1,
     n_jumps: int = 0,
     local_spacing: float = 0.0,
+    unordered: bool = True,
 ) -> tuple[np.ndarray | None, float]:
     """Best unseen candidate by UCB over random, local and one-parameter-jump candidates.
 
-    ``scores`` are to be maximized and already scaled. Returns (row, acquisition value), or
-    (None, nan) when every candidate is already evaluated or in flight.
+    ``scores`` are to be maximized and already scaled. ``model`` is fitted on, and predicts from,
+    the same encoded rows the candidates are made of (a feature map, if any, lives in the model).
+    ``unordered`` makes local moves and jumps redraw unordered categoricals (see ``perturb``).
+    Returns (row, acquisition value), or (None, nan) when every candidate is already evaluated or
+    in flight.
     """
     candidates = [space.sample(n_random, rng)]
     if n_local > 0:
         top = local_centres(X_obs, scores, 10, local_spacing)
-        candidates.append(perturb(space, X_obs[top], local_scale, max(1, n_local // len(top)), rng))
+        candidates.append(perturb(space, X_obs[top], local_scale, max(1, n_local // len(top)), rng, unordered))
     if n_jumps > 0 and len(scores):
-        candidates.append(jump(space, X_obs[int(np.argmax(scores))], n_jumps, rng))
+        candidates.append(jump(space, X_obs[int(np.argmax(scores))], n_jumps, rng, unordered))
     C = np.vstack(candidates)
     if acquisition == "ucb":
         def score(m: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -199,7 +236,7 @@ def propose(
     acq = score(mean, std)
     for r in range(refine_rounds):
         best = np.argsort(acq)[::-1][:10]
-        local = perturb(space, C[best], 0.05 / (r + 1), 50, rng)
+        local = perturb(space, C[best], 0.05 / (r + 1), 50, rng, unordered)
         m, s = model.predict(local, return_std=True)
         C = np.vstack([C, local])
         acq = np.concatenate([acq, score(m, s)])

@@ -15,7 +15,7 @@ import numpy as np
 from .acquisition import ExplorationSchedule, propose, scale_scores
 from .rows import BUDGET_STATUSES, IN_FLIGHT, OK, VALUED_STATUSES
 from .space import SearchSpace
-from .surrogate import make_surrogate
+from .surrogate import OnFeatures, Surrogate, make_surrogate
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,19 @@ class ProposerSettings:
     liar: str = "none"
     """How configurations in flight anywhere enter the fit: ``none``, or a constant lie of the
     ``mean``/``min``/``max`` score seen, so workers started together spread out."""
+    categorical: str = "unordered"
+    """How unordered categoricals (``Categorical``, not ``OrdinalHyperparameter``) are searched.
+    ``unordered``: the surrogate sees one 0/1 column per choice of each such parameter with three
+    or more choices (``SearchSpace.features``), and local moves and jumps change such a parameter
+    to another category drawn uniformly. ``ranked``: the same moves, but the default tree ensemble
+    keeps one column per categorical and ranks its categories by their mean score at each fit
+    (other surrogates get the one-hot columns). ``ordered``: the behaviour before 2026-12-04, one
+    column of codes in listing order, moved like a number, as if the listing order meant
+    something. Ordinals are ordered in every mode. Measured with benchmarks/quality.py on 11
+    tabular problems with unordered categoricals (NAS-Bench-201, HPOBench declared categorical;
+    100 evaluations, 10 seeds): with 8 workers ``unordered`` left a median best regret 1.8x lower
+    than ``ordered`` (geometric mean over problems and seeds), sequentially within noise of it; see
+    docs/categoricals.md."""
     max_fit_points: int = 1000
     """Above this many results the surrogate is fitted on a subsample: the best quarter of it
     always, the rest drawn at random. Tree fits grow like N log N; this keeps a step's cost flat
@@ -108,6 +121,8 @@ class Proposer:
         scale_scores(np.array([0.0, 1.0]), s.scaling)  # an unknown scaling fails here, not mid-run
         if s.acquisition not in ("ucb", "ei"):
             raise ValueError(f"unknown acquisition {s.acquisition!r}; use 'ucb' or 'ei'")
+        if s.categorical not in ("unordered", "ranked", "ordered"):
+            raise ValueError(f"unknown categorical {s.categorical!r}; use 'unordered', 'ranked' or 'ordered'")
 
     def training_data(self, X: np.ndarray, y: np.ndarray, status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Finished results as (X, scores to maximize in [0, 1]); failures get the worst score.
@@ -164,16 +179,31 @@ class Proposer:
         s = self.settings
         try:
             model = make_surrogate(s.surrogate, seed=int(self.rng.integers(2**31)))
+            unordered = s.categorical != "ordered"
+            if unordered and len(self.space.categorical_columns):
+                model = self._unordered_view(model)
             model.fit(X_fit, scores)
             x, _ = propose(self.space, model, X_fit, scores, kappa, exclude, self.rng,
                            n_random=s.n_candidates, n_local=s.n_local, refine_rounds=s.refine_rounds,
                            acquisition=s.acquisition, local_scale=s.local_scale,
-                           n_jumps=s.n_jumps, local_spacing=s.local_spacing)
+                           n_jumps=s.n_jumps, local_spacing=s.local_spacing, unordered=unordered)
         except Exception:  # noqa: BLE001 - a bad fit must not kill the worker: explore instead
             log.error("surrogate step failed, proposing at random:\n%s", traceback.format_exc())
             return Proposal(self.random_unseen(exclude), 0, kappa)
         self.bo_steps += 1
         return Proposal(x if x is not None else self.random_unseen(exclude), len(X_fit), kappa)
+
+    def _unordered_view(self, model: Surrogate) -> Surrogate:
+        """The model on one-hot features; with ``categorical="ranked"`` the model itself when it
+        can treat unordered categoricals as unordered on its own (the default tree ensemble ranks
+        their categories by the data)."""
+        setter = getattr(model, "set_categories", None)
+        if (self.settings.categorical == "ranked" and setter is not None
+                and setter(self.space.categorical_columns, self.space.categorical_sizes)):
+            return model
+        if self.space.feature_dim == self.space.dim:
+            return model
+        return OnFeatures(model, self.space.features)
 
     def random_unseen(self, exclude: set[bytes]) -> np.ndarray | None:
         C = self.space.sample(256, self.rng)

@@ -14,6 +14,15 @@ Encoding (one column per hyperparameter, in ConfigSpace's topological order):
 * constant: ``0.5``;
 * an inactive conditional parameter: ``INACTIVE`` (-1.0), a value no active parameter can take,
   so tree surrogates separate "not used" from every real setting with one split.
+
+That single code column is what the run directory stores (its width, ``dim``, is part of the
+shards' format), but for an *unordered* categorical the order of its codes means nothing. So the
+stored encoding is not what the search reasons with: ``features`` gives the surrogate one 0/1
+column per choice of each unordered categorical with three or more choices (a tree then splits
+one category from the rest instead of "codes below a threshold", which would group categories by
+the accident of their listing order), and ``categorical_columns`` tells candidate generation
+which columns to move by redrawing a category rather than by a step along the code. Ordinals
+(``OrdinalHyperparameter``) keep their one ordered column in both.
 """
 
 from __future__ import annotations
@@ -240,6 +249,15 @@ class SearchSpace:
         self._snap_cols = np.array(
             [i for i, c in enumerate(self.codecs) if c.kind != _KIND_FLOAT], dtype=int
         )
+        unordered = [j for j, c in enumerate(self.codecs) if c.kind == _KIND_CHOICE and not c.ordered
+                     and len(c.choices) >= 2]
+        self.categorical_columns: np.ndarray = np.array(unordered, dtype=int)
+        """Columns of unordered categoricals (two or more choices): moved by redrawing a category."""
+        self.categorical_sizes: np.ndarray = np.array([len(self.codecs[j].choices) for j in unordered], dtype=int)
+        wide = [j for j in unordered if len(self.codecs[j].choices) >= 3]
+        self._onehot_cols = np.array(wide, dtype=int)
+        self._onehot_sizes = np.array([len(self.codecs[j].choices) for j in wide], dtype=int)
+        self._kept_cols = np.array([j for j in range(len(self.codecs)) if j not in set(wide)], dtype=int)
 
     # -- conditions --------------------------------------------------------------------
     def _to_dnf(self, cond: Any) -> list[list[_Clause]]:
@@ -292,6 +310,37 @@ class SearchSpace:
     @property
     def dim(self) -> int:
         return len(self.names)
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of ``features``: ``dim`` plus k - 1 per unordered categorical of k >= 3 choices."""
+        return len(self._kept_cols) + int(self._onehot_sizes.sum())
+
+    def features(self, X: np.ndarray) -> np.ndarray:
+        """Encoded rows -> the surrogate's inputs, with unordered categoricals one-hot.
+
+        Columns: every column other than a wide (k >= 3) unordered categorical, unchanged and in
+        order, then one block of k 0/1 columns per such categorical. A block of an inactive
+        categorical is all ``INACTIVE``, so "not used" still parts from every choice in one split.
+        Without such categoricals the input is returned as is (no copy), so purely numeric
+        spaces pay nothing.
+        """
+        X = np.atleast_2d(np.asarray(X, dtype=float))
+        if len(self._onehot_cols) == 0:
+            return X
+        n = X.shape[0]
+        out = np.zeros((n, self.feature_dim))
+        out[:, : len(self._kept_cols)] = X[:, self._kept_cols]
+        rows = np.arange(n)
+        start = len(self._kept_cols)
+        for j, k in zip(self._onehot_cols, self._onehot_sizes):
+            col = X[:, j]
+            index = np.minimum(np.floor(np.clip(col, 0.0, 1.0) * k), k - 1).astype(np.intp)
+            block = out[:, start : start + k]
+            block[rows, index] = 1.0
+            block[col == INACTIVE] = INACTIVE
+            start += k
+        return out
 
     def _decode_numeric(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unit-cube rows -> (decoded numbers, active mask); inactive entries are ignored."""

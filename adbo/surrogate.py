@@ -8,7 +8,7 @@ Ensembles meet it by the spread of their members (see ``adbo.surrogates.Ensemble
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -36,3 +36,24 @@ def make_surrogate(spec: "str | Surrogate", seed: int) -> Surrogate:
     except KeyError:
         raise ValueError(f"unknown surrogate {spec!r}; choose one of {sorted(REGISTRY)}") from None
     return factory(seed)
+
+
+class OnFeatures:
+    """A surrogate that sees ``transform(X)`` instead of the encoded rows ``X``.
+
+    The acquisition and candidate generation work on the stored encoding (one column per
+    hyperparameter, the run directory's format), while the model may need another view of the
+    same rows, such as one-hot columns for unordered categoricals (``SearchSpace.features``).
+    Wrapping keeps that view in one place: every fit and every prediction go through it.
+    """
+
+    def __init__(self, model: Surrogate, transform: Callable[[np.ndarray], np.ndarray]):
+        self.model = model
+        self.transform = transform
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "OnFeatures":
+        self.model.fit(self.transform(X), y)
+        return self
+
+    def predict(self, X: np.ndarray, return_std: bool = False) -> Any:
+        return self.model.predict(self.transform(X), return_std=return_std)

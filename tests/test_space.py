@@ -110,3 +110,34 @@ def test_keys_identify_equal_configurations():
     space = SearchSpace({"k": (1, 3), "c": ["a", "b"]})
     X = space.sample(200, np.random.default_rng(0))
     assert len(set(space.keys(X))) == 6
+
+
+def test_unordered_categoricals_get_one_hot_features_and_ordinals_keep_their_column():
+    cs = ConfigurationSpace()
+    kind = Categorical("kind", ["a", "b", "c", "d"])
+    flag = Categorical("flag", [False, True])
+    size = OrdinalHyperparameter("size", ["s", "m", "l"])
+    act = Categorical("act", ["relu", "tanh", "elu"])
+    cs.add([kind, flag, size, act, Float("x", (0.0, 1.0))])
+    cs.add(EqualsCondition(act, flag, True))
+    space = SearchSpace(cs)
+    cols = {space.names[j] for j in space.categorical_columns}
+    assert cols == {"kind", "flag", "act"}  # the ordinal is not among the columns moved as categories
+    assert space.feature_dim == space.dim - 2 + 4 + 3  # kind and act become 4 + 3 columns; flag stays one
+
+    X = space.sample(400, np.random.default_rng(0))
+    F = space.features(X)
+    assert F.shape == (400, space.feature_dim)
+    kept = [j for j in range(space.dim) if space.names[j] not in ("kind", "act")]
+    np.testing.assert_array_equal(F[:, : len(kept)], X[:, kept])  # other columns as stored
+    kind_block, act_block = F[:, len(kept): len(kept) + 4], F[:, len(kept) + 4:]
+    kinds = [c["kind"] for c in space.decode(X)]
+    np.testing.assert_array_equal(kind_block.argmax(axis=1), ["abcd".index(k) for k in kinds])
+    assert np.all(kind_block.sum(axis=1) == 1.0)
+    inactive = X[:, space.names.index("act")] == INACTIVE
+    assert inactive.any() and (~inactive).any()
+    assert np.all(act_block[inactive] == INACTIVE) and np.all(act_block[~inactive].sum(axis=1) == 1.0)
+    # A space without wide unordered categoricals passes its rows through untouched.
+    plain = SearchSpace({"x": (0.0, 1.0), "b": ["yes", "no"]})
+    Y = plain.sample(5, np.random.default_rng(1))
+    assert plain.features(Y) is Y or np.array_equal(plain.features(Y), Y)
