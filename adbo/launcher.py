@@ -26,7 +26,7 @@ from .budget import BUDGET_DIR
 from .evaluation import Objective
 from .failures import FailureDigest
 from .lease import Lease
-from .stopping import PARTIAL_MODES, make_stopper
+from .stopping import check_partial_mode, make_stopper
 from .trial import wants_trial
 from .objective_ref import ObjectiveLoadError, ObjectiveSpec, package_objective
 from .progress import Monitor, say
@@ -278,8 +278,7 @@ def launch(
                      walltime_margin)
     search_space = space if isinstance(space, SearchSpace) else SearchSpace(space)
     make_stopper(stopper, **dict(stopper_options or {}))  # an unknown name or option fails here
-    if partial_results not in PARTIAL_MODES:
-        raise ValueError(f"unknown partial_results {partial_results!r}; choose one of {', '.join(PARTIAL_MODES)}")
+    check_partial_mode(partial_results)
     if stopper != "none" and callable(objective) and not wants_trial(objective):
         say(f"adbo: note: the stopper {stopper!r} has nothing to judge: the objective takes no trial argument "
             "to report its learning curve to (def objective(params, trial): ... trial.report(value, step))")

@@ -325,6 +325,12 @@ def make_stopper(stopper: "str | Stopper | None", **options: float) -> Stopper:
 PARTIAL_MODES = ("last", "rank", "worst")
 
 
+def check_partial_mode(mode: str) -> None:
+    """Refuse an unknown ``partial_results`` value with the list of known ones."""
+    if mode not in PARTIAL_MODES:
+        raise ValueError(f"unknown partial_results {mode!r}; choose one of {', '.join(PARTIAL_MODES)}")
+
+
 def surrogate_targets(y: np.ndarray, stopped: np.ndarray, keys: list[Key], book: CurveBook,
                       complete: np.ndarray, mode: str = "rank") -> np.ndarray:
     """The values the surrogate fits for stopped evaluations (``y`` unchanged elsewhere).
@@ -334,8 +340,7 @@ def surrogate_targets(y: np.ndarray, stopped: np.ndarray, keys: list[Key], book:
     worst third of its rung counts like a finished evaluation in the worst third). ``worst``: like
     a failure. ``complete`` marks the finished (ok) rows whose values the ranks map to.
     """
-    if mode not in PARTIAL_MODES:
-        raise ValueError(f"unknown partial-result mode {mode!r}; choose one of {', '.join(PARTIAL_MODES)}")
+    check_partial_mode(mode)
     out = np.array(y, dtype=float, copy=True)
     idx = np.flatnonzero(stopped)
     if not len(idx) or mode == "last":

@@ -32,7 +32,7 @@ from .evaluator import ChildEvaluator, InlineEvaluator
 from .lease import ORPHAN_AFTER_S, LaunchWatch
 from .objective_ref import ObjectiveLoadError, ObjectiveSpec, package_objective
 from .space import SearchSpace
-from .stopping import PARTIAL_MODES, CurveBook, NoStopper, make_stopper, surrogate_targets
+from .stopping import CurveBook, NoStopper, check_partial_mode, make_stopper, surrogate_targets
 from .storage import (
     BUDGET_STATUSES,
     IN_FLIGHT,
@@ -207,9 +207,7 @@ class Worker:
         self.maximize = info.direction == "maximize"
         self.proposer = Proposer(self.space, self.maximize, settings.seed, self.worker_id, settings.proposer_settings())
         self.stopper = make_stopper(settings.stopper, **settings.stopper_options)
-        if settings.partial_results not in PARTIAL_MODES:
-            raise ValueError(f"unknown partial_results {settings.partial_results!r}; "
-                             f"choose one of {', '.join(PARTIAL_MODES)}")
+        check_partial_mode(settings.partial_results)
         self.uses_curves = not isinstance(self.stopper, NoStopper)
         self.book = CurveBook(self.maximize)
         self._scan_lock = threading.RLock()
