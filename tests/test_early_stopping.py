@@ -288,3 +288,30 @@ def test_curves_survive_compaction_and_readers_keep_the_longest(tmp_path):
     # A worker's table (numbers only) reads no curves unless asked.
     fresh = SegmentReader(tmp_path, info.run_id, 1, info.max_workers)
     assert all(b.curves is None for b in fresh.scan_batches(with_text=False))
+
+
+def test_a_segment_with_a_malformed_curve_dataset_is_skipped_with_its_reason(tmp_path):
+    import h5py
+    import warnings
+
+    space = SearchSpace({"x": (0.0, 1.0)})
+    info = open_run(tmp_path, space, "o:f", "minimize", {"workers": 2})
+    good = SegmentWriter(tmp_path, 0, info.run_id, 1)
+    good.append([EvalRow(worker=0, seq=0, status=OK, x=np.array([0.5]), params={"x": 0.5}, objective=0.5,
+                         curve=np.array([[1.0, 0.7], [2.0, 0.5]]))])
+    odd = SegmentWriter(tmp_path, 1, info.run_id, 1)
+    name = odd.append([EvalRow(worker=1, seq=0, status=OK, x=np.array([0.2]), params={"x": 0.2}, objective=0.2,
+                               curve=np.array([[1.0, 0.3]]))])
+    path = next((tmp_path / "shards").rglob(name))
+    with h5py.File(path, "r+") as f:  # a stranger's edit: points that refer to rows the segment lacks
+        points = f["curve"][()]
+        points["row"] = 7
+        del f["curve"]
+        f.create_dataset("curve", data=points)
+    reader = SegmentReader(tmp_path, info.run_id, 1, info.max_workers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batches = reader.scan_batches(with_text=False, with_curves=True)
+    assert [len(b) for b in batches] == [1] and batches[0].curves[0].tolist() == [[1.0, 0.7], [2.0, 0.5]]
+    assert any("curve points refer to rows" in why for why in reader.skipped.values())
+    assert path.exists()  # never removed
