@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import fsops
+
 BUDGET_DIR = "budget"
 
 
@@ -34,6 +36,7 @@ class BudgetTickets:
 
     def _try(self, n: int, seq: int) -> bool:
         self.creates += 1
+        fsops.count("create")
         try:
             fd = os.open(self._name(n), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -52,6 +55,7 @@ class BudgetTickets:
                 return n
         # Holes below the estimate: skipped numbers and tickets given back.
         self.listings += 1
+        fsops.count("listing")
         try:
             taken = {e.name for e in os.scandir(self.dir)}
         except FileNotFoundError:
@@ -64,12 +68,14 @@ class BudgetTickets:
     def release(self, n: int, seq: int) -> bool:
         """Give back ticket ``n`` if this worker's evaluation ``seq`` holds it (never anyone else's)."""
         path = self._name(n)
+        fsops.count("open")
         try:
             owner = path.read_text().split()
         except (OSError, UnicodeDecodeError):
             return False
         if owner != [str(self.worker), str(seq)]:
             return False
+        fsops.count("unlink")
         try:
             os.unlink(path)
         except FileNotFoundError:

@@ -23,6 +23,7 @@ import parsl
 from parsl import python_app
 
 from .budget import BUDGET_DIR
+from .digests import shared_reading_wanted
 from .evaluation import Objective
 from .failures import FailureDigest
 from .lease import Lease
@@ -249,6 +250,7 @@ def launch(
     stopper: str = "none",
     stopper_options: Mapping[str, Any] | None = None,
     partial_results: str = "rank",
+    shared_reading: str = "auto",
 ) -> RunSummary:
     """Run a decentralized BO search and return its summary. The one call users need.
 
@@ -268,6 +270,9 @@ def launch(
     ``stopper`` ends evaluations early from the learning curves objectives report through their
     trial handle (``"asha"``, ``"median"``, ``"extrapolate"``; see ``adbo.stopping`` for
     ``stopper_options``); ``partial_results`` says what the surrogate learns from a stopped one.
+    ``shared_reading`` (``"auto"``, ``"on"``, ``"off"``): one worker gathers new results into
+    digests the others read, so that a scan opens a file or two rather than one per peer's
+    result (``adbo.digests``); ``auto`` turns it on from 128 workers.
     """
     from .site_configs import load_site
 
@@ -279,6 +284,7 @@ def launch(
     search_space = space if isinstance(space, SearchSpace) else SearchSpace(space)
     make_stopper(stopper, **dict(stopper_options or {}))  # an unknown name or option fails here
     check_partial_mode(partial_results)
+    shared_reading_wanted(shared_reading, workers)  # an unknown mode fails here
     if stopper != "none" and callable(objective) and not wants_trial(objective):
         say(f"adbo: note: the stopper {stopper!r} has nothing to judge: the objective takes no trial argument "
             "to report its learning curve to (def objective(params, trial): ... trial.report(value, step))")
@@ -310,6 +316,7 @@ def launch(
         stopper=stopper,
         stopper_options=dict(stopper_options or {}),
         partial_results=partial_results,
+        shared_reading=shared_reading,
     )
     for key, value in dict(proposer_options or {}).items():
         if key not in {f.name for f in fields(ProposerSettings)}:

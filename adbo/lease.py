@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import fsops
 from .runinfo import JOIN_DIR, RunDirectoryError
 
 LEASE_FILE = "lease.json"
@@ -60,6 +61,7 @@ class LeaseState:
 
 def read_lease(path: str | os.PathLike) -> LeaseState | None:
     """The lease in ``path``, or None if there is none or it is not one of ours."""
+    fsops.count("open")
     try:
         data = json.loads(Path(path).read_text())
         return LeaseState(**{k: data[k] for k in LeaseState.__dataclass_fields__ if k in data})

@@ -124,7 +124,8 @@ class RowBatch:
             out.append(
                 EvalRow(
                     worker=int(rec["worker"]), seq=int(rec["seq"]), status=int(rec["status"]), x=self.x[i],
-                    params=json.loads(params), objective=float(rec["objective"]), metadata=json.loads(metadata),
+                    params=json.loads(params) if params else {}, objective=float(rec["objective"]),
+                    metadata=json.loads(metadata) if metadata else {},
                     t_submitted=float(rec["t_submitted"]), t_started=float(rec["t_started"]),
                     t_finished=float(rec["t_finished"]), bo_overhead_s=float(rec["bo_overhead_s"]),
                     n_observations=int(rec["n_observations"]), hostname=hostname, error=error,

@@ -23,6 +23,7 @@ from typing import Iterable
 
 import numpy as np
 
+from . import fsops
 from .rows import (
     BUDGET_STATUSES,
     FAILED,
@@ -76,6 +77,7 @@ __all__ = [
 
 
 def _fsync_file(path: Path) -> None:
+    fsops.count("open")
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -129,6 +131,7 @@ class SegmentWriter:
         candidates: list[SegmentName] = []
         self._taken: set[int] = set()  # generations of names here that are not ours to write over
         strangers: list[str] = []
+        fsops.count("listing")
         with os.scandir(self.dir) as entries:
             listing = [(e.name, e.is_file(follow_symlinks=False)) for e in entries if e.name.startswith(prefix)]
         for name, regular in listing:
@@ -173,11 +176,13 @@ class SegmentWriter:
 
     def _claim(self, tmp: Path) -> None:
         """Name this incarnation in the owner file (owner-only: nobody else may take a worker over)."""
+        fsops.count("create")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, f"{self.incarnation} {self.hostname} {os.getpid()}\n".encode())
         finally:
             os.close(fd)
+        fsops.count("rename")
         try:
             os.replace(tmp, self._owner_file)
         except OSError as exc:
@@ -202,6 +207,7 @@ class SegmentWriter:
         return max(self._rows, default=-1) + 1
 
     def _check_owner(self) -> None:
+        fsops.count("open")
         try:
             owner = self._owner_file.read_text().split()[0]
         except (FileNotFoundError, IndexError):
@@ -256,6 +262,7 @@ class SegmentWriter:
         self._publish(name, sorted(self._rows.values(), key=lambda r: (r.gen, r.seq)))
         self._live = [name]
         for old in superseded:
+            fsops.count("unlink")
             try:
                 os.unlink(self.dir / old)
             except FileNotFoundError:
@@ -266,10 +273,12 @@ class SegmentWriter:
 
     def _publish(self, name: str, rows: list[EvalRow]) -> None:
         tmp = self.dir / (name + ".tmp")
+        fsops.count("create")
         write_segment(tmp, rows, self.run_id, self.worker, self.dim)
         if self.dir_mode & 0o070:
             os.chmod(tmp, file_mode(self.dir_mode))  # the umask may have kept the group out
         _fsync_file(tmp)
+        fsops.count("rename")
         os.replace(tmp, self.dir / name)
 
 
@@ -373,6 +382,7 @@ class SegmentReader:
         """
         directory = self.shard_dir if bucket is None else self.shard_dir / bucket
         self.listings += 1
+        fsops.count("listing")
         try:
             with os.scandir(directory) as it:
                 entries = [(e.name, e.is_dir()) for e in it]
@@ -435,6 +445,7 @@ class SegmentReader:
             self._done.add(key)
             return None
         self.opens += 1
+        fsops.count("open")
         try:
             batch = read_segment(self.shard_dir / bucket / name, self.run_id, self.dim, seg.worker, prog.unseen,
                                  with_text, with_curves)

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from . import fsops
+from .digests import Aggregator, AggregatorThread, SharedReader, period_for, shared_reading_wanted
 from .proposer import Proposer, ProposerSettings
 from .surrogate import make_surrogate
 from .budget import BudgetTickets
@@ -104,6 +106,13 @@ class WorkerSettings(ProposerSettings):
     ``rank`` (its rank at the step it reached, as a quantile of finished values), ``last`` (its
     last value as is) or ``worst`` (like a failure)."""
 
+    shared_reading: str = "auto"
+    """``on``: one worker at a time gathers new rows into digests that the others read (``adbo.digests``),
+    so a scan opens a file or two instead of one per peer's new segment; ``off``: every worker reads
+    every segment; ``auto``: on for launches of 128 workers or more."""
+    shared_reading_heartbeat_s: float = 10.0
+    """The aggregator renews its role this often; a silent one is replaced after three times this."""
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -143,6 +152,9 @@ class WorkerReport:
     fits: list[int] = field(default_factory=list)
     evaluations_before_restart: int = 0
     stopped: int = 0
+    fs_ops: dict[str, int] = field(default_factory=dict)
+    """Metadata operations this worker's process issued (``adbo.fsops``; shared by threads of one process)."""
+    digests_published: int = 0
 
 
 def _worker_logger(run_dir: Path, worker: int) -> logging.Logger:
@@ -214,7 +226,16 @@ class Worker:
         self._last_scan = 0.0
         self._running: EvalRow | None = None
         self._curve: list[tuple[float, float]] = []
-        self.reader = SegmentReader(self.run_dir, info.run_id, self.space.dim, info.max_workers)
+        self.shared_reading = shared_reading_wanted(settings.shared_reading, settings.workers)
+        self.aggregator: Aggregator | None = None
+        if self.shared_reading:
+            heartbeat = settings.shared_reading_heartbeat_s
+            self.reader: SegmentReader | SharedReader = SharedReader(
+                self.run_dir, info.run_id, self.space.dim, info.max_workers, stale_after_s=3.0 * heartbeat)
+            self.aggregator = Aggregator(self.run_dir, self.worker_id, info.run_id, self.space.dim, info.max_workers,
+                                         period_s=lambda: period_for(self._typical_duration()), heartbeat_s=heartbeat)
+        else:
+            self.reader = SegmentReader(self.run_dir, info.run_id, self.space.dim, info.max_workers)
         self.writer = SegmentWriter(self.run_dir, self.worker_id, info.run_id, self.space.dim)
         self.tickets = (BudgetTickets(settings.budget_dir, settings.budget_base, settings.max_evals, self.worker_id)
                         if settings.budget_dir and settings.max_evals is not None else None)
@@ -353,6 +374,7 @@ class Worker:
         s = self.settings
         if self.abandon_reason():
             return self._stop_now
+        fsops.count("stat")
         if (self.run_dir / STOP_FILE).exists():
             return "STOP file present"
         # With tickets the claim decides; without, peers' evaluations in flight count as spent.
@@ -504,9 +526,18 @@ class Worker:
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        role = None
+        if self.aggregator is not None:
+            self.aggregator.log = self.log
+            role = AggregatorThread(self.aggregator, self.log)
+            role.start()
         try:
             return self._loop()
         finally:
+            if role is not None:
+                role.stop()
+                self.report.digests_published = self.aggregator.digests_published
+            self.report.fs_ops = fsops.snapshot()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             # The finished result first: whatever comes next may be cut short by a SIGKILL.

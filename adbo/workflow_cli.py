@@ -71,6 +71,11 @@ def add_launch_arguments(parser: argparse.ArgumentParser, run_dir_default: str, 
                        help="what the surrogate learns from a stopped evaluation: 'rank' (its rank where it "
                             "stopped, as a quantile of finished values), 'last' (its last value) or 'worst' "
                             "(like a failure) (default: rank)")
+    parser.add_argument("--shared-reading", choices=["auto", "on", "off"], default="auto",
+                        help="'on': one worker at a time gathers new results into digests in RUN_DIR/digests that "
+                             "the others read, so each scan opens a file or two instead of one per peer's new "
+                             "result (for hundreds of workers on one metadata server); 'off': every worker reads "
+                             "every peer's results; 'auto': on from 128 workers (default: auto)")
     add_site_arguments(parser)
 
 
@@ -138,4 +143,5 @@ def resolve_launch(args: argparse.Namespace) -> dict[str, Any] | None:
         "stopper": args.stopper,
         "stopper_options": stopper_options,
         "partial_results": args.partial_results,
+        "shared_reading": args.shared_reading,
     }

@@ -72,9 +72,27 @@ def reader(run_dir: str, run_id: str, duration: float) -> None:
     print(f"RESULT scans={scans} errors={errors} partial={partial} rows={len(table)}", flush=True)
 
 
+def aggregator(run_dir: str, run_id: str, worker: int, heartbeat: float, compact_every: int) -> None:
+    """Hold or wait for the aggregator role forever, a round every 20 ms while holding."""
+    from adbo.digests import Aggregator
+
+    role = Aggregator(run_dir, worker, run_id, DIM, None, period_s=lambda: 0.02, heartbeat_s=heartbeat)
+    role.COMPACT_EVERY = compact_every  # whole-run digests often: long writes for kills to land in
+    print("READY", flush=True)
+    held = False
+    while True:
+        delay = role.step()
+        if role.holding and not held:
+            print(f"HOLDING {role.incarnation}", flush=True)
+        held = role.holding
+        time.sleep(min(delay, heartbeat / 2))
+
+
 if __name__ == "__main__":
     kind, run_dir, run_id = sys.argv[1:4]
-    if kind == "writer":
+    if kind == "aggregator":
+        aggregator(run_dir, run_id, int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]))
+    elif kind == "writer":
         writer(run_dir, run_id, int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
     else:
         reader(run_dir, run_id, float(sys.argv[4]))
