@@ -49,7 +49,11 @@ import numpy as np
 
 from _report import emit, machine
 
+from adbo.digests import HEARTBEAT_S, Aggregator, period_for  # noqa: E402
+from adbo.fsops import KINDS as OP_KINDS  # noqa: E402
 from adbo.worker import Worker  # noqa: E402
+
+PUBLISH_AT_ONCE_AFTER_S = Worker.PUBLISH_AT_ONCE_AFTER_S
 
 DEFAULT_COSTS = {  # seconds; measured on the 2-core VM by calibrate(), used with --no-calibrate
     "step_s": {"0": 0.002, "100": 0.034, "300": 0.045, "1000": 0.088, "5000": 0.088},
@@ -190,8 +194,74 @@ class Cpu:
 def simulate(workers: int, eval_time: tuple[float, float], duration: float, costs: dict[str, Any],
              cores: float = 0.0, overlap: bool = False, open_ms: float = 0.0, list_ms: float = 0.0,
              publish_ms: float = 0.0, start_spread: float | None = None, seed: int = 0,
-             other_cpu_s: float = 0.0, warmup_cpu_s: float | None = None, scan_ahead: bool = True) -> dict[str, Any]:
+             other_cpu_s: float = 0.0, warmup_cpu_s: float | None = None, scan_ahead: bool = True,
+             shared: bool = False, tickets: bool = False, lease_poll_s: float | None = None,
+             heartbeat_s: float = HEARTBEAT_S) -> dict[str, Any]:
+    """One run of ``workers`` workers; ``shared``: reading through digests (``adbo.digests``).
+
+    Besides utilization it counts the metadata operations the workers' storage code issues, kind
+    by kind, as ``adbo.fsops`` counts them in real runs (``ops_model`` lists the rules).
+    """
     rng = np.random.default_rng(seed)
+    ops = dict.fromkeys(OP_KINDS, 0.0)
+    # Start-up: each worker lists its bucket for its own old segments and claims its worker id.
+    ops["listing"] += workers
+    ops["create"] += workers
+    ops["rename"] += workers
+    live_segments = np.zeros(workers, dtype=int)
+    period = period_for(eval_time[0])
+    digest_rounds: list[int] = []  # rounds (multiples of the period) that published a digest, in order
+    raw_finals: list[float] = []  # when each final row reached the shards
+    unseen_oldest: list[float] = []
+    unseen_newest: list[float] = []
+    lease_poll = min(15.0, max(1.0, workers / 100.0)) if lease_poll_s is None else lease_poll_s
+    saw_digests = np.zeros(workers, dtype=bool)
+
+    def append_ops(w: int) -> None:
+        """A worker publishes a segment: temporary file, fsync, owner check, rename; every 17th
+        append folds the worker's segments into one and deletes the 17 it supersedes."""
+        ops["create"] += 1
+        ops["open"] += 2
+        ops["rename"] += 1
+        live_segments[w] += 1
+        if live_segments[w] > SEGMENTS_KEPT_PER_WRITER - 1:
+            ops["create"] += 1
+            ops["open"] += 1
+            ops["rename"] += 1
+            ops["unlink"] += live_segments[w]
+            live_segments[w] = 1
+
+    def digest_time(t_raw: float) -> float:
+        """When a row published at ``t_raw`` reaches the digests: the aggregator's next round."""
+        return math.ceil(t_raw / period) * period + publish_ms / 1e3
+
+    def raw_published(t: float, final: bool) -> None:
+        publishes.append(t)
+        if final:
+            raw_finals.append(t)
+        if shared:
+            ops["open"] += 1  # the aggregator reads each new segment once
+            r = math.ceil(t / period)
+            if not digest_rounds or digest_rounds[-1] != r:
+                digest_rounds.append(r)
+
+    def visible_between(t0: float, t1: float) -> int:
+        """Files a reader opens for what became visible in (t0, t1]: segments, or digests."""
+        if not shared:
+            return bisect.bisect_right(publishes, t1) - bisect.bisect_right(publishes, t0)
+        lag = publish_ms / 1e3
+        return (bisect.bisect_right(digest_rounds, math.floor((t1 - lag) / period))
+                - bisect.bisect_right(digest_rounds, math.floor((t0 - lag) / period)))
+
+    def note_unseen(t: float) -> None:
+        """Ages of the oldest and newest final row a proposal made now cannot see."""
+        if not shared:
+            return
+        last_round = math.floor((t - publish_ms / 1e3) / period) * period
+        first = bisect.bisect_right(raw_finals, last_round)
+        upto = bisect.bisect_right(raw_finals, t)
+        unseen_oldest.append(t - raw_finals[first] if first < upto else 0.0)
+        unseen_newest.append(t - raw_finals[upto - 1] if first < upto else 0.0)
     # adbo.worker reads peers' segments during each evaluation (without overlap) from the
     # worker's 10th-percentile evaluation time on; the step then reads only what arrived since.
     prefetch_delay = max(0.0, eval_time[0] - 1.2816 * eval_time[1] - 0.2)
@@ -244,13 +314,24 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
 
     def scan_work(t: float, w: int, with_step: bool = True) -> tuple[float, float]:
         nonlocal opens, listings
-        new = len(publishes) - bisect.bisect_right(publishes, last_scan[w])
-        entries = min(workers, 64) * SEGMENTS_KEPT_PER_WRITER
-        listings += buckets
+        new = visible_between(last_scan[w], t)
+        listed = 1 if shared else 1 + buckets  # the digest directory, or shards/ and every bucket
+        entries = 0 if shared else min(workers, 64) * SEGMENTS_KEPT_PER_WRITER
+        listings += listed
         opens += new
+        ops["listing"] += listed
+        ops["open"] += new
+        if shared and new and not saw_digests[w]:
+            saw_digests[w] = True
+            ops["open"] += 1  # is a holder alive? asked once, at the first sight of digests
+        if with_step:
+            ops["stat"] += 1  # the STOP file
+            if tickets:
+                ops["create"] += 1  # the budget ticket
+            note_unseen(t)
         last_scan[w] = t
         work = new * read_s + buckets * entries * per_entry + (step_s(len(finals_visible)) if with_step else 0.0)
-        return work, new * open_ms / 1e3 + buckets * list_ms / 1e3
+        return work, new * open_ms / 1e3 + listed * list_ms / 1e3
 
     def begin_step(t: float, w: int, resumed: bool = False) -> None:
         """``resumed``: the step began earlier and waited for the import; its start time stays."""
@@ -275,7 +356,8 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
     def published(t: float, w: int) -> None:
         nonlocal writes
         writes += 1
-        publishes.append(t)
+        append_ops(w)
+        raw_published(t, bool(pending_final[w]))
         if pending_final[w]:
             finals_visible.append(t)
             pending_final[w] = False
@@ -307,15 +389,28 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
         if t <= first:
             return
         last = first + math.floor((t - first) / rescan_interval) * rescan_interval
-        opens += bisect.bisect_right(publishes, last) - bisect.bisect_right(publishes, last_scan[w])
-        listings += (math.floor((t - first) / rescan_interval) + 1) * buckets
+        new = visible_between(last_scan[w], last)
+        scans = math.floor((t - first) / rescan_interval) + 1
+        listed = scans * (1 if shared else 1 + buckets)
+        opens += new
+        listings += listed
+        ops["open"] += new
+        ops["listing"] += listed
         last_scan[w] = last
 
     def evaluated(t: float, w: int, index: int) -> None:
+        nonlocal writes
         ends[index] = t
         if scan_ahead and not overlap and cpu.cores <= 0:
             scanned_ahead(t, w, index)
-        pending_final[w] = True
+        if t - starts[index] > PUBLISH_AT_ONCE_AFTER_S:
+            # adbo.worker publishes the result of a long evaluation at once, not with the next step
+            writes += 1
+            append_ops(w)
+            raw_published(t, True)
+            finals_visible.append(t)
+        else:
+            pending_final[w] = True
         if t >= horizon:
             return
         if overlap and not ahead_done[w]:
@@ -372,12 +467,39 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
     t1 = t0 + duration
     busy = np.clip(np.minimum(np.where(np.isfinite(e), e, t1), t1) - np.maximum(s, t0), 0.0, None)
     window_starts = (s >= t0) & (s < t1)
+    span = float(np.nanmax(np.where(np.isfinite(e), e, s))) - t0
+    # Each worker reads its launch's heartbeat file once per poll while it runs.
+    ops["open"] += workers * span / lease_poll
+    if shared:
+        rounds = span / period
+        ops["listing"] += rounds * (1 + buckets)  # the aggregator lists shards/ and every bucket
+        digests = len(digest_rounds)
+        quiet = max(0.0, span / heartbeat_s - digests)  # heartbeats with nothing new: an empty digest
+        written = digests + min(quiet, span / heartbeat_s)
+        compactions = digests / Aggregator.COMPACT_EVERY
+        ops["create"] += written + compactions
+        ops["open"] += written + compactions  # fsync before the rename
+        ops["rename"] += written + compactions
+        ops["unlink"] += compactions * (Aggregator.COMPACT_EVERY + 1)
+        beats = span / heartbeat_s
+        ops["open"] += beats  # the holder renews its lease: reads it, writes it anew
+        ops["create"] += beats
+        ops["rename"] += beats
+        checks = sum(1.0 / (heartbeat_s * (1 + min(w, 15))) for w in range(1, workers))
+        ops["open"] += checks * span  # the others look at the lease now and then
+    total_ops = sum(ops.values())
     return {
         "workers": workers, "eval_time": list(eval_time), "duration_s": duration, "cores": cores,
         "overlap": overlap, "scan_ahead": scan_ahead and not overlap, "utilization": float(busy.sum() / (workers * duration)),
         "evaluations_per_worker": float(((e <= t1) & np.isfinite(e)).sum() / workers),
         "median_overhead_s": float(np.median(overheads)), "mean_overhead_s": float(np.mean(overheads)),
         "fs_ops_per_s": {"opens": opens / horizon, "listings": listings / horizon, "publishes": writes / horizon},
+        "metadata_ops": {"counted": {k: float(v) for k, v in ops.items()}, "span_s": span,
+                         "per_s": {k: v / span for k, v in ops.items()}, "total_per_s": total_ops / span,
+                         "per_evaluation": {k: v / max(1, len(starts)) for k, v in ops.items()}},
+        "shared_reading": shared, "digest_period_s": period if shared else None,
+        "unseen_age_s": ({"oldest_median": float(np.median(unseen_oldest)), "oldest_p95": float(np.percentile(unseen_oldest, 95)),
+                          "newest_median": float(np.median(unseen_newest))} if unseen_oldest else None),
         "results_at_end": len(finals_visible), "steps_in_window": int(window_starts.sum()),
     }
 
@@ -411,7 +533,32 @@ def simulate_centralized(workers: int, eval_time: tuple[float, float], duration:
             "evaluations_per_worker": float((e <= t1).sum() / workers)}
 
 
-FS_PRESETS = {"local": (0.0, 0.0, 0.0), "lustre": (1.0, 2.0, 5.0)}
+FS_PRESETS = {"local": (0.0, 0.0, 0.0), "lustre": (1.0, 2.0, 5.0), "lustre-idle": (0.3, 0.5, 2.0)}
+"""Milliseconds per open, listing and publish. ``lustre``: round numbers for a loaded metadata server
+(fixed); ``lustre-idle``: an unloaded one, meant for ``--mds-capacity``, which adds the queueing."""
+MDS_SATURATION = 0.95
+
+
+def simulate_with_mds(capacity: float, base_ms: tuple[float, float, float], **kwargs: Any) -> dict[str, Any]:
+    """``simulate`` with a metadata server of ``capacity`` operations per second shared by all workers.
+
+    The server is a single queue: at load rho (the run's operations per second over the capacity)
+    every metadata operation takes its unloaded time divided by (1 - rho), as in an M/M/1 queue.
+    The load depends on the latencies it causes, so the two are iterated to a fixed point. A load
+    of 95% or more is reported as saturated (latency grows without bound there).
+    """
+    factor, load = 1.0, 0.0
+    for _ in range(6):
+        result = simulate(open_ms=base_ms[0] * factor, list_ms=base_ms[1] * factor, publish_ms=base_ms[2] * factor,
+                          **kwargs)
+        load = result["metadata_ops"]["total_per_s"] / capacity
+        new = 1.0 / (1.0 - min(load, MDS_SATURATION))
+        if abs(new - factor) < 0.01 * factor:
+            break
+        factor = new
+    result["mds"] = {"capacity_ops_per_s": capacity, "load": load, "latency_factor": factor,
+                     "saturated": load >= MDS_SATURATION}
+    return result
 DEEPHYPER_CBO_STEP_S = {"0": 1.0, "100": 2.64, "1000": 2.0, "20000": 3.2, "40000": 2.83}
 """DeepHyper 0.13 CBO seconds per step on this VM (benchmarks/step_overhead.py, same run as adbo's)."""
 
@@ -423,18 +570,33 @@ def validate(paths: list[str], costs: dict[str, Any], other_cpu_s: float, seeds:
     for path in paths:
         real = json.loads(Path(path).read_text())
         for r in real["results"]:
-            if r["method"] not in ("adbo", "adbo_overlap"):
+            if r["method"] not in ("adbo", "adbo_overlap", "adbo_shared"):
                 continue
-            sims = [simulate(r["workers"], tuple(real["eval_time"]), r["duration_s"], costs, cores=os.cpu_count() or 1,
+            runs = [simulate(r["workers"], tuple(real["eval_time"]), r["duration_s"], costs, cores=os.cpu_count() or 1,
                              overlap=r["method"] == "adbo_overlap",
                              start_spread=r["startup_s"]["first_to_last_worker_start"], seed=seed,
-                             other_cpu_s=other_cpu_s)["utilization"] for seed in range(seeds)]
+                             other_cpu_s=other_cpu_s, shared=r["method"] == "adbo_shared") for seed in range(seeds)]
+            sims = [run["utilization"] for run in runs]
             row = {"method": r["method"], "workers": r["workers"], "duration_s": r["duration_s"],
                    "real": r["utilization"], "simulated": float(np.mean(sims)),
                    "difference_pp": 100 * (float(np.mean(sims)) - r["utilization"]), "source": path}
+            if "fs_ops" in r:
+                # Operations per evaluation, kind by kind: the counts adbo.fsops made in the real run
+                # against the simulator's rules (a ratio of rates would also compare run lengths).
+                real_ops = r["fs_ops"]["per_evaluation"]
+                sim_ops = {k: float(np.mean([run["metadata_ops"]["per_evaluation"][k] for run in runs])) for k in real_ops}
+                total_real, total_sim = sum(real_ops.values()), sum(sim_ops.values())
+                row["metadata_ops_per_evaluation"] = {
+                    "real": real_ops, "simulated": sim_ops, "total_real": total_real, "total_simulated": total_sim,
+                    "total_difference": total_sim / total_real - 1.0,
+                    "by_kind_difference": {k: (sim_ops[k] / real_ops[k] - 1.0) if real_ops[k] else None for k in real_ops}}
             rows.append(row)
+            ops_note = (f", metadata ops/evaluation real {row['metadata_ops_per_evaluation']['total_real']:.1f}, "
+                        f"simulated {row['metadata_ops_per_evaluation']['total_simulated']:.1f} "
+                        f"({100 * row['metadata_ops_per_evaluation']['total_difference']:+.1f}%)"
+                        if "metadata_ops_per_evaluation" in row else "")
             print(f"validate {row['method']:>12} N={row['workers']:>3}: real {row['real']:.1%}, "
-                  f"simulated {row['simulated']:.1%} ({row['difference_pp']:+.1f} pp)", flush=True)
+                  f"simulated {row['simulated']:.1%} ({row['difference_pp']:+.1f} pp){ops_note}", flush=True)
     return rows
 
 
@@ -501,6 +663,14 @@ def main() -> None:
     parser.add_argument("--plot", metavar="PNG", help="draw utilization against workers to this file")
     parser.add_argument("--real", nargs="*", default=[], metavar="REAL.json",
                         help="utilization.py results to mark on the plot")
+    parser.add_argument("--shared-reading", choices=["off", "on", "both"], default="off",
+                        help="workers read every peer's segments (off), read digests one aggregator writes "
+                             "(on, adbo.digests), or project both side by side (default off)")
+    parser.add_argument("--mds-capacity", type=float, default=0.0, metavar="OPS",
+                        help="model the metadata server as one queue of this many operations per second "
+                             "(latency = unloaded latency / (1 - load)); 0: fixed latencies (default)")
+    parser.add_argument("--tickets", action="store_true",
+                        help="workers claim a budget ticket per evaluation (launches with --max-evals)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -514,19 +684,38 @@ def main() -> None:
     open_ms, list_ms, publish_ms = FS_PRESETS[args.fs]
     dh_step = step_cost({"step_s": DEEPHYPER_CBO_STEP_S})
     results = []
+    shared_results = []
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.shared_reading]
+
+    def project(n: int, shared: bool) -> dict[str, Any]:
+        kwargs = dict(workers=n, eval_time=(mean, std), duration=args.duration, costs=costs, cores=args.cores,
+                      overlap=args.overlap, start_spread=args.start_spread, seed=args.seed,
+                      other_cpu_s=args.other_cpu_per_eval, shared=shared, tickets=args.tickets)
+        if args.mds_capacity > 0:
+            return simulate_with_mds(args.mds_capacity, (open_ms, list_ms, publish_ms), **kwargs)
+        return simulate(open_ms=open_ms, list_ms=list_ms, publish_ms=publish_ms, **kwargs)
+
     for n in (int(v) for v in args.workers.split(",")):
-        t0 = time.time()
-        adbo_run = simulate(n, (mean, std), args.duration, costs, args.cores, args.overlap, open_ms, list_ms,
-                            publish_ms, args.start_spread, args.seed, args.other_cpu_per_eval)
         central = simulate_centralized(n, (mean, std), args.duration, dh_step, args.seed)
-        adbo_run["centralized_deephyper_utilization"] = central["utilization"]
-        adbo_run["simulated_in_s"] = time.time() - t0
-        results.append(adbo_run)
-        print(f"N={n:>6}: adbo {adbo_run['utilization']:.1%} (median overhead {adbo_run['median_overhead_s']:.3f} s, "
-              f"{adbo_run['fs_ops_per_s']['opens']:.0f} opens/s), centralized {central['utilization']:.1%}", flush=True)
+        for shared in modes:
+            t0 = time.time()
+            adbo_run = project(n, shared)
+            adbo_run["centralized_deephyper_utilization"] = central["utilization"]
+            adbo_run["simulated_in_s"] = time.time() - t0
+            (shared_results if shared else results).append(adbo_run)
+            ops = adbo_run["metadata_ops"]
+            mds = adbo_run.get("mds")
+            unseen = adbo_run["unseen_age_s"]
+            print(f"N={n:>6} {'shared' if shared else 'direct'}: adbo {adbo_run['utilization']:.1%} (median overhead "
+                  f"{adbo_run['median_overhead_s']:.3f} s), metadata {ops['total_per_s']:,.0f} ops/s (opens "
+                  f"{ops['per_s']['open']:,.0f}, listings {ops['per_s']['listing']:,.0f})"
+                  + (f", MDS load {mds['load']:.0%}{' SATURATED' if mds['saturated'] else ''}" if mds else "")
+                  + (f", unseen results {unseen['oldest_median']:.1f} s old (median)" if unseen else "")
+                  + f"; centralized {central['utilization']:.1%}", flush=True)
     out = {"machine": machine(),
            "costs": costs, "fs": args.fs, "fs_latency_ms": {"open": open_ms, "listing": list_ms, "publish": publish_ms},
-           "results": results}
+           "mds_capacity_ops_per_s": args.mds_capacity or None,
+           "results": results or shared_results, "shared_reading_results": shared_results if results else []}
     if args.plot:
         extra = []
         if not args.overlap:

@@ -10,7 +10,12 @@ machine's filesystem:
 * a warm scan after every writer compacted: readers skip or partially read compacted segments;
 * the anchor, in the same run: a naive reader that re-reads every segment on every scan
   (what re-reading all job ids on every gather costs), and the ratio;
-* a worker's memory: the resident-set growth of holding the 40,000 rows for fitting.
+* a worker's memory: the resident-set growth of holding the 40,000 rows for fitting;
+* shared reading (``adbo.digests``): an aggregator taking the role over (reading every segment
+  once), one aggregator round after every writer published once more, and a worker's warm scan
+  through the digests against the same scan of the shards.
+
+Every phase also reports the metadata operations the storage code issued (``adbo.fsops``).
 
 ``--curves N`` gives rows learning curves as a run with early stopping stores them (a full
 evaluation reports N steps; with ASHA's reduction 3, two thirds stop at step 1, two ninths at 3,
@@ -39,6 +44,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__)))
 from space_speed import combo_like_space  # noqa: E402
 
+from adbo import fsops  # noqa: E402
+from adbo.digests import Aggregator, SharedReader  # noqa: E402
 from adbo.space import SearchSpace  # noqa: E402
 from adbo.stopping import CurveBook  # noqa: E402
 from adbo.storage import OK, EvalRow, ResultTable, SegmentReader, SegmentWriter, open_run  # noqa: E402
@@ -137,10 +144,36 @@ def main() -> None:
     for w in writers:  # one new evaluation per writer
         w.append(make_rows(space, w.worker, args.rows, 1, rng))
     l0, o0, r0 = reader.listings, reader.opens, reader.rows_read
+    ops0 = fsops.snapshot()
     t = time.perf_counter()
     read_into(reader, table, book)
     warm = {"seconds": time.perf_counter() - t, "listings": reader.listings - l0, "opens": reader.opens - o0,
-            "rows_read": reader.rows_read - r0}
+            "rows_read": reader.rows_read - r0, "metadata_ops": fsops.since(ops0)}
+
+    # Shared reading: the aggregator takes the role (reads everything once), then a round after
+    # every writer published one more evaluation; a worker's warm scan of the digests against
+    # the direct reader's scan of the same new segments.
+    role = Aggregator(run_dir, 0, info.run_id, space.dim, args.writers)
+    ops0, t = fsops.snapshot(), time.perf_counter()
+    role.step()
+    takeover = {"seconds": time.perf_counter() - t, "metadata_ops": fsops.since(ops0)}
+    shared_reader = SharedReader(run_dir, info.run_id, space.dim, args.writers)
+    shared_table = ResultTable(space.dim, keep_rows=False)
+    ops0, t = fsops.snapshot(), time.perf_counter()
+    read_into(shared_reader, shared_table, CurveBook() if args.curves else None)
+    shared_cold = {"seconds": time.perf_counter() - t, "metadata_ops": fsops.since(ops0), "rows": len(shared_table)}
+    for w in writers:
+        w.append(make_rows(space, w.worker, args.rows + 1, 1, rng))
+    ops0, t = fsops.snapshot(), time.perf_counter()
+    role.step()
+    round_ = {"seconds": time.perf_counter() - t, "metadata_ops": fsops.since(ops0)}
+    ops0, t = fsops.snapshot(), time.perf_counter()
+    read_into(shared_reader, shared_table, None)
+    shared_warm = {"seconds": time.perf_counter() - t, "metadata_ops": fsops.since(ops0), "mode": shared_reader.mode}
+    ops0, t = fsops.snapshot(), time.perf_counter()
+    read_into(reader, table, book)
+    direct_warm = {"seconds": time.perf_counter() - t, "metadata_ops": fsops.since(ops0)}
+    assert len(shared_table) == len(table), (len(shared_table), len(table))
 
     naive_s, naive_rows = naive_scan(run_dir, info.run_id, space.dim)  # anchor, before compaction
     for w in writers:
@@ -166,6 +199,16 @@ def main() -> None:
         "warm_scan_one_new_segment_per_writer": warm,
         "scan_after_every_writer_compacted": after_compaction,
         "anchor_full_rescan_same_moment_as_warm_scan": {"seconds": naive_s, "rows_read": naive_rows},
+        "shared_reading": {
+            "aggregator_takes_over": takeover,
+            "worker_first_scan_of_digests": shared_cold,
+            "aggregator_round_one_new_segment_per_writer": round_,
+            "worker_warm_scan_of_digests": shared_warm,
+            "anchor_worker_warm_scan_of_shards_same_segments": direct_warm,
+            "worker_scan_ops_shards_over_digests": (sum(direct_warm["metadata_ops"].values())
+                                                    / max(1, sum(shared_warm["metadata_ops"].values()))),
+            "worker_scan_seconds_shards_over_digests": direct_warm["seconds"] / shared_warm["seconds"],
+        },
         "full_rescan_over_warm_scan": naive_s / warm["seconds"] if warm["seconds"] > 0 else None,
         "worker_table_mb": table.nbytes() / 2**20,
         "worker_rss_growth_mb_for_rows": worker_rss_growth,

@@ -149,12 +149,14 @@ def summarize(name: str, workers: int, duration: float, starts: list[float], end
 
 # -- adbo ----------------------------------------------------------------------------------------
 def run_adbo(workers: int, eval_time: tuple[float, float], duration: float, work_dir: Path,
-             overlap: bool = False) -> dict[str, Any]:
+             overlap: bool = False, shared_reading: str = "off") -> dict[str, Any]:
     import adbo
+    from adbo import fsops
     from adbo.objectives.synthetic import SyntheticObjective
     from adbo.storage import STOP_FILE, scan_run
 
-    run_dir = work_dir / f"adbo-{workers}{'-overlap' if overlap else ''}"
+    name = "adbo" + ("_overlap" if overlap else "") + ("_shared" if shared_reading == "on" else "")
+    run_dir = work_dir / f"{name}-{workers}"
     if run_dir.exists():
         raise SystemExit(f"{run_dir} exists: give --keep a fresh folder")
     objective = SyntheticObjective("ackley", DIM, eval_time=eval_time)
@@ -163,7 +165,8 @@ def run_adbo(workers: int, eval_time: tuple[float, float], duration: float, work
     result: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: result.update(summary=adbo.launch(
         objective, objective.space(), run_dir, site="local-processes", workers=workers, max_evals=None,
-        direction="minimize", overlap=overlap, progress=False, startup_timeout=600)), daemon=True)
+        direction="minimize", overlap=overlap, progress=False, startup_timeout=600,
+        shared_reading=shared_reading)), daemon=True)
     thread.start()
     first_start = None
     while first_start is None:  # the window opens with the first evaluation anywhere
@@ -193,7 +196,16 @@ def run_adbo(workers: int, eval_time: tuple[float, float], duration: float, work
                                  - np.searchsorted(finished, r.t_submitted - age, side="right")))
         extra["proposal_age_s"] = distribution([r.metadata.get("proposal_age_s", np.nan) for r in rows])
         extra["stale_results"] = distribution(stale)
-    return summarize("adbo_overlap" if overlap else "adbo", workers, duration, [r.t_started for r in rows],
+    # Metadata operations the workers' storage code issued (adbo.fsops), one process per worker here.
+    reports = result["summary"].worker_reports
+    fs_ops = {kind: int(sum(r.get("fs_ops", {}).get(kind, 0) for r in reports)) for kind in fsops.KINDS}
+    finished = [r.t_finished for r in rows if np.isfinite(r.t_finished)]
+    span = (max(finished) if finished else first_start) - min(r.t_started for r in rows)
+    extra["fs_ops"] = {"counted": fs_ops, "evaluations": len(rows), "span_s": span,
+                       "per_evaluation": {k: v / max(1, len(rows)) for k, v in fs_ops.items()},
+                       "per_s": {k: v / max(span, 1e-9) for k, v in fs_ops.items()},
+                       "digests_published": int(sum(r.get("digests_published", 0) for r in reports))}
+    return summarize(name, workers, duration, [r.t_started for r in rows],
                      [r.t_finished if r.status != 0 else np.nan for r in rows],
                      [r.bo_overhead_s for r in rows],
                      {"scan_s": distribution([r.metadata.get("scan_s", np.nan) for r in rows]),
@@ -329,21 +341,22 @@ def main() -> None:
                              "takes minutes, and a short window measures mostly start-up)")
     parser.add_argument("--methods", default="adbo,deephyper_decentralized,centralized",
                         help="comma-separated: adbo, adbo_overlap (proposal computed during the evaluation), "
-                             "deephyper_decentralized, centralized")
+                             "adbo_shared (shared reading through digests), deephyper_decentralized, centralized")
     parser.add_argument("--keep", help="put adbo's run directories in this folder and keep them")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     mean, std = (float(v) for v in args.eval_time.split(","))
     methods = [m for m in args.methods.split(",") if m]
-    known = {"adbo", "adbo_overlap", "deephyper_decentralized", "centralized"}
+    known = {"adbo", "adbo_overlap", "adbo_shared", "deephyper_decentralized", "centralized"}
     if set(methods) - known:
         raise SystemExit(f"unknown method(s) {sorted(set(methods) - known)}; choose from {sorted(known)}")
     results = []
     with tempfile.TemporaryDirectory(prefix="adbo-util-") as scratch:
         tmp = args.keep or scratch
         for method in methods:
-            if method in ("adbo", "adbo_overlap"):
-                results.append(run_adbo(args.workers, (mean, std), args.duration, Path(tmp), method == "adbo_overlap"))
+            if method in ("adbo", "adbo_overlap", "adbo_shared"):
+                results.append(run_adbo(args.workers, (mean, std), args.duration, Path(tmp), method == "adbo_overlap",
+                                        "on" if method == "adbo_shared" else "off"))
             elif method == "deephyper_decentralized":
                 results.append(run_deephyper_decentralized(args.workers, (mean, std), args.duration))
             else:
