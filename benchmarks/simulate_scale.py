@@ -266,7 +266,6 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
     # worker's 10th-percentile evaluation time on; the step then reads only what arrived since.
     prefetch_delay = max(0.0, eval_time[0] - 1.2816 * eval_time[1] - 0.2)
     rescan_interval = max(1.0, 0.05 * eval_time[0])  # then again at this interval until it ends
-    prefetch_due: dict[int, int] = {}
     warmup = costs.get("warmup_s", 0.0) if warmup_cpu_s is None else warmup_cpu_s
     warmed = np.zeros(workers, dtype=bool)
     warmup_job: dict[int, int] = {}
@@ -378,8 +377,7 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
             work, latency = scan_work(t, w)
             run_cpu(t, work, w, "ahead", latency)
         elif scan_ahead and cpu.cores > 0:  # with a core per worker, evaluated() accounts for it
-            prefetch_due[w] = len(starts) - 1
-            at(t + prefetch_delay, "prefetch", w)
+            at(t + prefetch_delay, f"prefetch@{len(starts) - 1}", w)  # one chain of scans per evaluation
 
     def scanned_ahead(t: float, w: int, index: int) -> None:
         """The background scans of one evaluation, counted at its end: with a core per worker
@@ -452,11 +450,12 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
             if waiting_for_import[w]:
                 waiting_for_import[w] = False
                 begin_step(t, w, resumed=True)
-        elif kind == "prefetch":
-            if prefetch_due.get(w) == eval_index[w] and math.isnan(ends[eval_index[w]]):
+        elif kind.startswith("prefetch@"):
+            index = int(kind.split("@")[1])
+            if index == eval_index[w] and math.isnan(ends[index]):
                 work, latency = scan_work(t, w, with_step=False)  # skipped if the evaluation is over
                 run_cpu(t, work, w, "noop", latency)
-                at(t + rescan_interval, "prefetch", w)
+                at(t + rescan_interval, kind, w)
         elif kind == "ahead":
             ahead_done[w] = True
             if eval_done[w]:
