@@ -395,7 +395,7 @@ def _run_workers(run_dir: str, config: Any, spec: ObjectiveSpec, settings: Worke
         try:
             futures = [_worker_app(run_dir, i, spec, settings.to_dict()) for i in worker_ids]
             load_error = _watch(futures, monitor, lease, signals, len(worker_ids), startup_timeout, poll_interval,
-                                run_dir)
+                                run_dir, quiet_s=max(3.0, 2.0 * settings.lease_poll_s))
             for i, fut in zip(worker_ids, futures):
                 if not fut.done():
                     continue  # given up on after a stop (see STOP_GRACE_S)
@@ -467,23 +467,43 @@ def _join(run_dir: str, existing: RunInfo | None, space: SearchSpace, spec: Obje
 CLEANUP_TIMEOUT_S = 20.0
 """Parsl's shutdown waits forever on an interchange that died (a SIGTERM to the whole process
 group kills it): past this, the launcher ends Parsl's processes itself; every result is on disk."""
+DEAD_INTERCHANGE_CLEANUP_S = 2.0
 STOP_GRACE_S = 30.0
 """After a stop, how long the launcher waits for its workers to report back before it ends them."""
+
+
+def _interchange_died(dfk: Any) -> bool:
+    """Whether an executor's interchange process has exited (a signal to the whole process group
+    kills it): Parsl's shutdown would then wait for it in vain."""
+    for executor in getattr(dfk, "executors", {}).values():
+        proc = getattr(executor, "interchange_proc", None)
+        if proc is not None and proc.poll() is not None:
+            return True
+    return False
 
 
 def _cleanup_parsl(dfk: Any) -> None:
     thread = threading.Thread(target=dfk.cleanup, name="adbo-parsl-cleanup", daemon=True)
     thread.start()
-    thread.join(CLEANUP_TIMEOUT_S)
+    timeout = DEAD_INTERCHANGE_CLEANUP_S if _interchange_died(dfk) else CLEANUP_TIMEOUT_S
+    thread.join(timeout)
     if thread.is_alive():
-        say(f"adbo: Parsl did not shut down within {CLEANUP_TIMEOUT_S:.0f} s; ending its processes")
+        say(f"adbo: Parsl did not shut down within {timeout:.0f} s; ending its processes")
 
 
 def _watch(futures: list, monitor: Monitor, lease: Lease, signals: _Signals, workers: int,
-           startup_timeout: float, poll_interval: float, run_dir: str) -> BaseException | None:
-    """Wait for the workers, showing progress; stop them all on a signal or an unloadable objective."""
+           startup_timeout: float, poll_interval: float, run_dir: str, quiet_s: float = 5.0) -> BaseException | None:
+    """Wait for the workers, showing progress; stop them all on a signal or an unloadable objective.
+
+    After a stop, once no worker of this launch has an evaluation in flight for ``quiet_s`` (longer
+    than a worker takes to notice the stop), every result is on disk: the launcher stops waiting
+    for reports that may never come (a SIGTERM to the process group kills Parsl's interchange,
+    which carries them) instead of waiting out ``STOP_GRACE_S``, since batch systems follow their
+    SIGTERM with a SIGKILL some 30 s later.
+    """
     first_start: float | None = None
     stopped_at: float | None = None
+    quiet_since: float | None = None
     warned_startup = stopping = False
     load_error: BaseException | None = None
     while not all(f.done() for f in futures):
@@ -495,6 +515,10 @@ def _watch(futures: list, monitor: Monitor, lease: Lease, signals: _Signals, wor
                     load_error = fut.exception()
                     say(f"adbo: stopping the search: {load_error}")
                     break
+        if stopped_at is not None:
+            quiet_since = (quiet_since or time.monotonic()) if monitor.active == 0 else None
+            if quiet_since is not None and time.monotonic() - quiet_since > quiet_s:
+                break
         if stopped_at is not None and time.monotonic() - stopped_at > STOP_GRACE_S:
             say(f"adbo: workers did not report back within {STOP_GRACE_S:.0f} s of the stop; ending them "
                 "(their rows are on disk)")

@@ -189,6 +189,24 @@ def test_sigterm_to_the_launcher_stops_like_ctrl_c(tmp_path):
         run.kill_all()
 
 
+def test_sigterm_to_the_whole_job_ends_it_well_before_a_batch_systems_sigkill(tmp_path):
+    # Slurm and PBS send SIGTERM to every process of the job, then SIGKILL about 30 s later (Slurm's
+    # KillWait default); the group signal also kills Parsl's interchange, which carries the workers'
+    # reports back, so the launcher must not wait for those.
+    write(tmp_path, "search.py", LONG)
+    run = UserRun(tmp_path, "search.py", "local-processes")
+    try:
+        wait_for(lambda: count_status(tmp_path / "run", IN_FLIGHT) >= 3, 120, "three evaluations in flight")
+        t = time.monotonic()
+        run.signal_group(signal.SIGTERM)
+        assert run.wait(60) == 130, run.stderr[-3000:]
+        assert time.monotonic() - t < 20, run.stderr[-3000:]
+        assert count_status(tmp_path / "run", INTERRUPTED) == 3 and count_status(tmp_path / "run", IN_FLIGHT) == 0
+        wait_for(lambda: not run.leftovers(), 10, "every process of the run to exit")
+    finally:
+        run.kill_all()
+
+
 def test_a_second_ctrl_c_exits_within_ten_seconds(tmp_path):
     write(tmp_path, "search.py", LONG)
     # In-process evaluations cannot be abandoned: the first Ctrl-C waits for them, the second aborts.
