@@ -31,6 +31,8 @@ SKIPPED_SHOWN = 5
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .digests import describe_shared_reading
+
     s = summarize(args.run_dir)
     if args.json:
         print(json.dumps(_clean(s), indent=2, sort_keys=True))
@@ -43,6 +45,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  evaluations  {s['evaluations']}{budget}  ok {s['ok']}{stopped}  failed {s['failures']}  "
           f"in flight {s['in_flight']}  interrupted {s['interrupted']}")
     print(f"  workers      {s['workers']}   utilization {util}")
+    shared = describe_shared_reading(args.run_dir)
+    if shared:
+        print(f"  reading      {shared}")
     if s["best_objective"] is None:
         print("  best         - (no evaluation has finished successfully yet)")
     else:

@@ -528,3 +528,24 @@ class SharedReader:
             self.progress.mark(name.gen)
         self._done.add(filename)
         return batch
+
+
+def describe_shared_reading(run_dir: str | os.PathLike) -> str | None:
+    """One line for ``adbo status``: who writes the digests and how fresh they are; None without any."""
+    directory = Path(run_dir) / DIGEST_DIR
+    try:
+        names = [n for n in (DigestName.parse(e) for e in os.listdir(directory)) if n is not None]
+    except OSError:
+        return None
+    if not names:
+        return None
+    newest = max(n.gen for n in names)
+    try:
+        data = json.loads((directory / LEASE_NAME).read_text())
+        age = time.time() - float(data["time"])
+        holder = f"worker {data['worker']} on {data['host']} (pid {data['pid']}, renewed {age:.0f} s ago)"
+        if age > 3 * HEARTBEAT_S:
+            holder += ", silent: the next worker to look takes the role over"
+    except (OSError, ValueError, TypeError, KeyError):
+        holder = "nobody now (workers read the shards until one takes the role)"
+    return f"shared, {len(names)} digest file(s) up to generation {newest}; aggregator: {holder}"

@@ -241,5 +241,8 @@ def test_a_launch_with_shared_reading_reads_digests_and_finishes_its_budget(tmp_
     table = ResultTable(1)
     table.upsert(r for b in reader.scan_batches() for r in b.rows())
     assert table.n_final == 48 and reader.mode == "shards"  # nobody holds the role: the shards are the truth
+    status = subprocess.run([str(Path(sys.executable).parent / "adbo"), "status", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "reading      shared" in status.stdout and "aggregator: nobody now" in status.stdout
     with pytest.raises(ValueError, match="shared_reading='sometimes'"):
         adbo.optimize(lambda p: 0.0, {"x": (0.0, 1.0)}, tmp_path / "other", workers=1, shared_reading="sometimes")
