@@ -419,15 +419,20 @@ class SharedReader:
     """A worker's reader with shared reading on: digests while they advance, the shards otherwise.
 
     Same interface as ``SegmentReader`` for workers (``scan_batches(with_text=False)``).
+    ``fallback=False`` (from ``AUTO_WORKERS`` workers on): once digests exist, read only them, even
+    while their holder is silent, and wait for the successor. At that scale a fallback would have
+    every worker open every segment of the run at the same moment, the storm shared reading is
+    there to prevent; the successor publishes what the silent holder missed within a minute.
     """
 
     def __init__(self, run_dir: str | os.PathLike, run_id: str, dim: int, max_workers: int | None,
-                 stale_after_s: float = 3.0 * HEARTBEAT_S):
+                 stale_after_s: float = 3.0 * HEARTBEAT_S, fallback: bool = True):
         self.raw = SegmentReader(run_dir, run_id, dim, max_workers)
         self.dir = Path(run_dir) / DIGEST_DIR
         self.run_id = run_id
         self.dim = dim
         self.stale_after_s = stale_after_s
+        self.fallback = fallback
         self.progress = _Progress()
         self.skipped: dict[str, str] = {}
         self._done: set[str] = set()
@@ -458,10 +463,11 @@ class SharedReader:
         now = time.monotonic()
         newest = max((n.gen for n in names), default=0)
         if newest > self._newest_gen:
-            if self._newest_gen or self._holder_is_alive():
+            if self._newest_gen or not self.fallback or self._holder_is_alive():
                 self._advanced_at = now
             self._newest_gen = newest
-        if self._advanced_at is None or now - self._advanced_at > self.stale_after_s:
+        fresh = self._advanced_at is not None and now - self._advanced_at <= self.stale_after_s
+        if not names or (self.fallback and not fresh):
             self.mode = "shards"  # no aggregator yet, or it went silent: read what the workers wrote
             return self.raw.scan_batches(with_text=False, with_curves=with_curves)
         self.mode = "digests"

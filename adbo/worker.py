@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import fsops
-from .digests import Aggregator, AggregatorThread, SharedReader, period_for, shared_reading_wanted
+from .digests import AUTO_WORKERS, Aggregator, AggregatorThread, SharedReader, period_for, shared_reading_wanted
 from .proposer import Proposer, ProposerSettings
 from .surrogate import make_surrogate
 from .budget import BudgetTickets
@@ -230,8 +230,10 @@ class Worker:
         self.aggregator: Aggregator | None = None
         if self.shared_reading:
             heartbeat = settings.shared_reading_heartbeat_s
+            run_workers = max(settings.workers, info.max_workers or 0)
             self.reader: SegmentReader | SharedReader = SharedReader(
-                self.run_dir, info.run_id, self.space.dim, info.max_workers, stale_after_s=3.0 * heartbeat)
+                self.run_dir, info.run_id, self.space.dim, info.max_workers, stale_after_s=3.0 * heartbeat,
+                fallback=run_workers < AUTO_WORKERS)
             self.aggregator = Aggregator(self.run_dir, self.worker_id, info.run_id, self.space.dim, info.max_workers,
                                          period_s=lambda: period_for(self._typical_duration()), heartbeat_s=heartbeat)
         else:

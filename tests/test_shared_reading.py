@@ -180,6 +180,30 @@ def test_a_worker_reads_the_shards_while_digests_are_missing_or_stale(tmp_path):
     assert not role.holding and successor.holding
 
 
+def test_at_scale_a_worker_waits_for_the_successor_instead_of_reading_every_shard(tmp_path):
+    run_dir = str(tmp_path / "run")
+    run_id = new_run(run_dir)
+    writers = [SegmentWriter(run_dir, w, run_id, DIM) for w in range(4)]
+    for w in writers:
+        _rows(w, w.worker, range(3))
+    role = Aggregator(run_dir, 0, run_id, DIM, None, heartbeat_s=0.1)
+    role.step()
+    role.release()  # the holder's launch ended: the lease is gone, the digests stay
+    reader = SharedReader(run_dir, run_id, DIM, None, stale_after_s=0.3, fallback=False)
+    table = ResultTable(DIM)
+    table.upsert(r for b in reader.scan_batches() for r in b.rows())
+    assert reader.mode == "digests" and len(table) == 12 and reader.raw.opens == 0
+    for w in writers:
+        _rows(w, w.worker, range(3, 5))  # published while nobody gathers them
+    time.sleep(0.4)
+    table.upsert(r for b in reader.scan_batches() for r in b.rows())
+    assert reader.mode == "digests" and len(table) == 12 and reader.raw.opens == 0  # late, and no storm
+    successor = Aggregator(run_dir, 3, run_id, DIM, None, heartbeat_s=0.1)
+    successor.step()
+    table.upsert(r for b in reader.scan_batches() for r in b.rows())
+    assert len(table) == 20 and reader.raw.opens == 0
+
+
 def test_stray_names_in_the_digest_directory_are_left_alone(tmp_path):
     run_dir = str(tmp_path / "run")
     run_id = new_run(run_dir)
