@@ -49,7 +49,7 @@ from . import fsops
 from .rows import IN_FLIGHT
 from .runinfo import FORMAT_VERSION, file_mode, make_dir
 from .segments import CURVE, HDF5_LOCKING, MAX_GEN, RowBatch, numeric_dtype, read_segment
-from .storage import SegmentReader, _Progress, _fsync_file, _run_dir_mode
+from .storage import SegmentReader, _Progress, _fsync_file, _run_dir_mode, unlink_superseded
 
 DIGEST_DIR = "digests"
 LEASE_NAME = "aggregator"
@@ -359,14 +359,8 @@ class Aggregator:
         self._own = self._own[-1:]
         self._inherited = []
         self._deltas_since_compaction = 0
-        for name in superseded:
-            fsops.count("unlink")
-            try:
-                os.unlink(self.dir / name)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                self.log.warning("could not delete superseded digest %s: %s", name, exc)
+        for name, exc in unlink_superseded(self.dir, superseded):
+            self.log.warning("could not delete superseded digest %s: %s", name, exc)
 
     def _publish(self, name: DigestName, numeric: np.ndarray, curves: dict[int, np.ndarray]) -> None:
         tmp = self.dir / (name.filename + ".tmp")

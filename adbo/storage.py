@@ -261,15 +261,9 @@ class SegmentWriter:
         name = SegmentName(self.worker, gen, True).filename
         self._publish(name, sorted(self._rows.values(), key=lambda r: (r.gen, r.seq)))
         self._live = [name]
-        for old in superseded:
-            fsops.count("unlink")
-            try:
-                os.unlink(self.dir / old)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:  # replaced by something else since: not ours any more
-                warnings.warn(f"adbo: worker {self.worker} leaves {self.dir / old} in place ({exc.strerror or exc})",
-                              RuntimeWarning, stacklevel=2)
+        for old, exc in unlink_superseded(self.dir, superseded):  # replaced by something else since: not ours
+            warnings.warn(f"adbo: worker {self.worker} leaves {self.dir / old} in place ({exc.strerror or exc})",
+                          RuntimeWarning, stacklevel=2)
 
     def _publish(self, name: str, rows: list[EvalRow]) -> None:
         tmp = self.dir / (name + ".tmp")
@@ -280,6 +274,21 @@ class SegmentWriter:
         _fsync_file(tmp)
         fsops.count("rename")
         os.replace(tmp, self.dir / name)
+
+
+def unlink_superseded(directory: Path, names: Iterable[str]) -> list[tuple[str, OSError]]:
+    """Delete files a compaction superseded; those already gone are fine, the others are returned
+    with their error (the caller says so: nothing is lost, readers de-duplicate)."""
+    failed = []
+    for name in names:
+        fsops.count("unlink")
+        try:
+            os.unlink(directory / name)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            failed.append((name, exc))
+    return failed
 
 
 def _run_dir_mode(run_dir: Path) -> int:
