@@ -11,20 +11,23 @@ Digests are derived data; the shards stay the record. That is what makes the rol
 
 * a digest is written as a temporary file, fsynced and renamed, like a segment: a reader never
   sees half of one, and an aggregator killed mid-write leaves only a ``.tmp`` that nobody reads;
-* the role is a lease (``digests/aggregator``) renewed every heartbeat; when it is older than
-  ``takeover_after_s``, the first worker to look claims it, rebuilds the digest state from the
-  digests on disk and from every shard, and carries on with the next generation. Rows its
-  predecessor read but never published come back from the shards;
+* the role is a lease (``digests/aggregator``) renewed every heartbeat, also in the middle of a
+  long round; when a worker has seen it unchanged for ``takeover_after_s`` (by its own clock), it
+  claims it, rebuilds the digest state from the digests on disk and from every shard, and starts
+  a new *epoch* of generations past every one on disk. Rows its predecessor read but never
+  published come back from the shards; a predecessor that only stalled checks the lease before
+  each publish and steps down, and whatever it may still publish lies in its own epoch, which
+  readers track apart, so it can never hide a row of its successor's;
 * a worker whose digests stop advancing (no new generation for ``takeover_after_s``; the holder
   publishes an empty digest each heartbeat when nothing changed) reads the shards itself, as
   without shared reading, until digests advance again: results are late, never lost.
 
-Digest names are ``d-gGEN-INCARNATION[-c|-e].h5``: generations continue across holders, so a
-reader follows one sequence; the incarnation keeps two holders that overlap for a moment (a
-stalled holder that has not yet seen its successor) from ever writing the same name. ``-c`` marks
-a compacted digest holding every row of the run as of that generation, ``-e`` an empty one that
-only says the holder is alive (readers never open those). Each row carries the generation of the
-digest that last changed it, so a reader that fell behind reads only what it missed.
+Digest names are ``d-gGEN-INCARNATION[-c|-e].h5`` with GEN = (epoch << 32) + n. ``-c`` marks a
+compacted digest holding every row of the run as of that generation (an epoch starts with one),
+``-e`` an empty one that only says the holder is alive (readers never open those). Each row
+carries the generation of the digest that last changed it, so a reader that fell behind reads
+only what it missed, and one that is up to date skips a compacted digest without opening it (the
+digests it supersedes are deleted one compaction later, so that it has seen them all).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import socket
 import threading
@@ -186,13 +190,32 @@ class Lease:
     time: float
 
 
+class _SteppedDown(Exception):
+    """The lease names another holder now: this round publishes nothing."""
+
+
+EPOCH_BITS = 32
+"""A holder's generations are ``(epoch << 32) + n``, its epoch past every one on disk: a stalled
+holder that has not yet noticed its successor can never publish a generation the successor
+publishes, so a reader that read one of them never skips rows of the other."""
+
+
+EPOCH_MASK = (1 << EPOCH_BITS) - 1
+
+
+def epoch_of(gen: int) -> int:
+    return gen >> EPOCH_BITS
+
+
 class Aggregator:
     """The aggregator role as one worker sees it: claim it when free or abandoned, run it while held.
 
-    ``step()`` does one round and says how long to wait before the next. Workers check the
-    lease at different intervals (worker 0 every heartbeat, worker 1 every two, up to sixteen),
-    so that a dead holder is replaced within seconds without thousands of workers reading the
-    lease every heartbeat.
+    ``step()`` does what is due (renew the lease every heartbeat, a round every period) and says
+    how long to wait. Workers read the lease at different intervals (worker 0 every heartbeat,
+    worker 1 every two, up to sixteen), so that a dead holder is replaced within seconds without
+    thousands of workers reading the lease every heartbeat. A lease is abandoned when it has not
+    changed for ``takeover_after_s`` by the observer's own clock, so clocks that differ between
+    hosts do not matter.
     """
 
     COMPACT_EVERY = 32
@@ -223,10 +246,14 @@ class Aggregator:
         self._raw: SegmentReader | None = None
         self._gen = 0
         self._own: list[str] = []
+        self._older: list[str] = []
         self._inherited: list[str] = []
-        self._deltas_since_compaction = 0
+        self._since_compaction = 0
         self._renewed = 0.0
         self._published = 0.0
+        self._next_round = 0.0
+        self._observed: tuple[str, float] | None = None
+        self._observed_at = 0.0
 
     # -- the lease ---------------------------------------------------------------------
     def read_lease(self) -> Lease | None:
@@ -238,41 +265,66 @@ class Aggregator:
         except (OSError, ValueError, TypeError, KeyError):
             return None
 
-    def _write_lease(self, now: float) -> None:
+    def _write_lease(self) -> None:
         tmp = self.dir / f".{LEASE_NAME}.{self.incarnation}.tmp"
         fsops.count("create")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file_mode(self.dir_mode))
         try:
             os.write(fd, json.dumps({"incarnation": self.incarnation, "worker": self.worker,
-                                     "host": socket.gethostname(), "pid": os.getpid(), "time": now}).encode())
+                                     "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode())
         finally:
             os.close(fd)
         fsops.count("rename")
         os.replace(tmp, self.lease_path)
-        self._renewed = now
+        self._renewed = time.monotonic()
 
-    def step(self, now: float | None = None) -> float:
-        """One round of the role; returns the seconds to wait before the next."""
-        now = time.time() if now is None else now
+    def _abandoned(self, lease: Lease | None) -> bool:
+        """No lease, or one that has not changed for ``takeover_after_s`` of this process's time."""
+        if lease is None:
+            return True
+        key = (lease.incarnation, lease.time)
+        if key != self._observed:
+            self._observed, self._observed_at = key, time.monotonic()
+            return False
+        return time.monotonic() - self._observed_at > self.takeover_after_s
+
+    def _still_mine(self) -> None:
+        """Raise ``_SteppedDown`` unless the lease still names this holder."""
+        lease = self.read_lease()
+        if lease is None or lease.incarnation != self.incarnation:
+            self.log.info("aggregator role now held by %s; worker %d steps down",
+                          f"worker {lease.worker} on {lease.host}" if lease else "nobody", self.worker)
+            raise _SteppedDown
+
+    def _keep_alive(self) -> None:
+        """Renew the lease when a heartbeat is due, also in the middle of a long round."""
+        if time.monotonic() - self._renewed >= self.heartbeat_s:
+            self._still_mine()
+            self._write_lease()
+
+    def step(self) -> float:
+        """Do what is due; returns the seconds to wait before the next call."""
         if not self.holding:
             lease = self.read_lease()
-            if lease is not None and lease.incarnation != self.incarnation and now - lease.time <= self.takeover_after_s:
+            if lease is not None and lease.incarnation == self.incarnation:
+                lease = None  # our own, from before we stepped down: free to take again
+            if not self._abandoned(lease):
                 return self.check_every_s
-            self._write_lease(now)
+            self._write_lease()
             confirmed = self.read_lease()  # two claimants at once: the last rename wins, the other backs off
             if confirmed is None or confirmed.incarnation != self.incarnation:
                 return self.check_every_s
             self._take_over(lease)
-        elif now - self._renewed >= self.heartbeat_s:
-            lease = self.read_lease()
-            if lease is None or lease.incarnation != self.incarnation:
-                self.log.info("aggregator role now held by %s; worker %d steps down",
-                              f"worker {lease.worker} on {lease.host}" if lease else "nobody", self.worker)
-                self._step_down()
-                return self.check_every_s
-            self._write_lease(now)
-        self._aggregate(now)
-        return self.period_s()
+        try:
+            self._keep_alive()
+            if time.monotonic() >= self._next_round:
+                self._aggregate()
+                self._next_round = time.monotonic() + self.period_s()
+        except _SteppedDown:
+            self._step_down()
+            return self.check_every_s
+        now = time.monotonic()
+        return max(0.01, min(self._next_round, self._renewed + self.heartbeat_s) - now)
 
     def release(self) -> None:
         """Give the role up on the way out, so the next worker need not wait for the lease to age."""
@@ -293,11 +345,11 @@ class Aggregator:
 
     # -- the work ----------------------------------------------------------------------
     def _take_over(self, previous: Lease | None) -> None:
-        """Rebuild the run's rows from the digests on disk, then from every shard."""
+        """Rebuild the run's rows from the digests on disk, then (in the first round) from every shard."""
         self.holding = True
         self._rows = DigestRows(self.dim)
-        self._own, self._inherited = [], []
-        self._deltas_since_compaction = 0
+        self._own, self._older, self._inherited = [], [], []
+        self._since_compaction = 0
         fsops.count("listing")
         entries = os.listdir(self.dir)
         for entry in entries:
@@ -311,7 +363,7 @@ class Aggregator:
                     pass
         names = sorted((n for n in (DigestName.parse(e) for e in entries) if n is not None),
                        key=lambda n: (n.gen, n.kind != "c"))
-        self._gen = 0  # from readable digests only: a forged name cannot push generations out of range
+        newest = 0  # from readable digests only: a forged name cannot push generations out of range
         for name in names:
             try:
                 fsops.count("open")
@@ -319,60 +371,79 @@ class Aggregator:
             except FileNotFoundError:
                 continue
             except Exception as exc:  # noqa: BLE001 - not readable as this run's digest: not ours to delete
-                warnings.warn(f"adbo: ignoring {self.dir / name.filename}: {type(exc).__name__}: {exc}",
-                              RuntimeWarning, stacklevel=2)
+                self.log.warning("ignoring %s: %s: %s", self.dir / name.filename, type(exc).__name__, exc)
                 continue
             if batch is not None:
                 self._rows.merge(batch, mark_changed=False)
-            self._gen = max(self._gen, name.gen)
+            newest = max(newest, name.gen)
             self._inherited.append(name.filename)
-        self._raw = SegmentReader(self.run_dir, self.run_id, self.dim, self.max_workers)
-        was = (f"from worker {previous.worker} on {previous.host}, silent for {time.time() - previous.time:.0f} s"
-               if previous else "first holder")
-        self.log.info("worker %d holds the aggregator role (%s); %d rows in %d digests, next generation %d",
-                      self.worker, was, self._rows.n, len(self._inherited), self._gen + 1)
+        # A fresh epoch (a random step past the newest, in case another claimant took the same
+        # moment): nothing this holder publishes can share a generation with anything else.
+        self._gen = (epoch_of(newest) + 1 + random.randrange(64)) << EPOCH_BITS
+        self._raw = SegmentReader(self.run_dir, self.run_id, self.dim, self.max_workers, quiet=True)
+        self._next_round = 0.0
+        was = f"after worker {previous.worker} on {previous.host} went silent" if previous else "first holder"
+        self.log.info("worker %d holds the aggregator role (%s); %d rows in %d digests, epoch %d",
+                      self.worker, was, self._rows.n, len(self._inherited), epoch_of(self._gen))
 
-    def _aggregate(self, now: float) -> None:
+    def _aggregate(self) -> None:
         assert self._rows is not None and self._raw is not None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # each worker already reports its own strays
-            for batch in self._raw.scan_batches(with_text=False, with_curves=True):
-                self._rows.merge(batch)
-        if self._rows.changed:
+        for batch in self._raw.scan_batches(with_text=False, with_curves=True, between_buckets=self._keep_alive):
+            self._rows.merge(batch)
+        if not self._own:
+            # The first digest of an epoch holds every row: readers new to the epoch start from it.
+            self._gen += 1
+            self._rows.take_changed(self._gen)
+            self._publish(DigestName(self._gen, self.incarnation, "c"), *self._rows.everything())
+        elif self._rows.changed:
             self._gen += 1
             numeric, curves = self._rows.take_changed(self._gen)
             self._publish(DigestName(self._gen, self.incarnation), numeric, curves)
-            self._deltas_since_compaction += 1
-        elif now - self._published >= self.heartbeat_s:
+        elif time.time() - self._published >= self.heartbeat_s:
             self._gen += 1
             self._publish(DigestName(self._gen, self.incarnation, "e"), np.empty(0, dtype=self._rows.dtype), {})
-        if self._deltas_since_compaction >= self.COMPACT_EVERY:
+        if self._since_compaction >= self.COMPACT_EVERY:
             self.compact()
 
     def compact(self) -> None:
-        """Publish every row as one digest, then delete what it supersedes (own and inherited)."""
+        """Publish every row as one digest; delete what the previous compaction superseded.
+
+        Deleting one compaction late keeps the digests an up-to-date reader needs to skip the new
+        compacted one (it has read every generation before it) instead of decoding it whole.
+        """
         assert self._rows is not None
-        superseded = self._own + self._inherited
+        superseded = self._older + self._inherited
         self._gen += 1
         numeric, curves = self._rows.everything()
         self._publish(DigestName(self._gen, self.incarnation, "c"), numeric, curves)
-        self._own = self._own[-1:]
+        self._older, self._own = self._own[:-1], self._own[-1:]
         self._inherited = []
-        self._deltas_since_compaction = 0
+        self._since_compaction = 0
         for name, exc in unlink_superseded(self.dir, superseded):
             self.log.warning("could not delete superseded digest %s: %s", name, exc)
 
     def _publish(self, name: DigestName, numeric: np.ndarray, curves: dict[int, np.ndarray]) -> None:
         tmp = self.dir / (name.filename + ".tmp")
         fsops.count("create")
-        write_digest(tmp, numeric, curves, self.run_id)
-        if self.dir_mode & 0o070:
-            os.chmod(tmp, file_mode(self.dir_mode))
-        _fsync_file(tmp)
-        fsops.count("rename")
-        os.replace(tmp, self.dir / name.filename)
+        try:
+            write_digest(tmp, numeric, curves, self.run_id)
+            if self.dir_mode & 0o070:
+                os.chmod(tmp, file_mode(self.dir_mode))
+            _fsync_file(tmp)
+            self._still_mine()  # a holder that stalled past its lease publishes nothing more
+            fsops.count("rename")
+            os.replace(tmp, self.dir / name.filename)
+        except _SteppedDown:
+            tmp.unlink(missing_ok=True)
+            raise
+        except OSError:
+            if not tmp.exists():
+                # A successor took over while this holder stalled and cleared its temporary file.
+                raise _SteppedDown from None
+            raise
         self._own.append(name.filename)
         self._published = time.time()
+        self._since_compaction += 1
         self.digests_published += 1
 
 
@@ -399,10 +470,14 @@ class AggregatorThread:
                 delay = self.aggregator.check_every_s
 
     def stop(self) -> None:
+        """Call after the worker's own last rows are published: a last round gathers them."""
         self._stop.set()
         self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            return  # still inside a long round: leave it; the lease ages and the role passes on
         try:
             if self.aggregator.holding:
+                self.aggregator._next_round = 0.0
                 self.aggregator.step()  # a last round: the rows of the evaluations just finished
             self.aggregator.release()
         except Exception:  # noqa: BLE001 - on the way out: the lease ages and the role passes on anyway
@@ -427,10 +502,11 @@ class SharedReader:
         self.dim = dim
         self.stale_after_s = stale_after_s
         self.fallback = fallback
-        self.progress = _Progress()
+        self.progress: dict[int, _Progress] = {}
+        """Per epoch (one holder's tenure), the generations read."""
         self.skipped: dict[str, str] = {}
         self._done: set[str] = set()
-        self._newest_gen = 0
+        self._listed: set[str] = set()
         self._advanced_at: float | None = None
         self.mode = "shards"
         self.digest_opens = 0
@@ -455,29 +531,31 @@ class SharedReader:
         with_curves = bool(with_curves)
         names = self._list()
         now = time.monotonic()
-        newest = max((n.gen for n in names), default=0)
-        if newest > self._newest_gen:
-            if self._newest_gen or not self.fallback or self._holder_is_alive():
+        listed = {n.filename for n in names}
+        # Digests advance when a name not listed before appears (a forged or stray one counts
+        # once, then no more: it cannot make stale digests look fresh, nor fresh ones stale).
+        if listed - self._listed - set(self.skipped):
+            if self._listed or not self.fallback or self._holder_is_alive():
                 self._advanced_at = now
-            self._newest_gen = newest
+        self._listed = listed
         fresh = self._advanced_at is not None and now - self._advanced_at <= self.stale_after_s
         if not names or (self.fallback and not fresh):
             self.mode = "shards"  # no aggregator yet, or it went silent: read what the workers wrote
             return self.raw.scan_batches(with_text=False, with_curves=with_curves)
         self.mode = "digests"
         batches = []
-        listed = set()
         for name in names:
             filename = name.filename
-            listed.add(filename)
             if filename in self._done or filename in self.skipped:
                 continue
+            epoch, n = epoch_of(name.gen), name.gen & EPOCH_MASK
+            progress = self.progress.get(epoch)
             if name.kind == "e":
-                self.progress.mark(name.gen)
+                self.progress.setdefault(epoch, _Progress()).mark(n)
                 self._done.add(filename)
                 continue
-            if name.kind == "c" and self.progress.upto >= name.gen - 1:
-                self.progress.mark_upto(name.gen)
+            if name.kind == "c" and n > 1 and progress is not None and progress.upto >= n - 1:
+                progress.mark_upto(n)  # it holds nothing this reader has not read
                 self._done.add(filename)
                 continue
             batch = self._read(filename, name, with_curves)
@@ -486,6 +564,18 @@ class SharedReader:
                 self.digest_rows += len(batch)
         self._done &= listed
         return batches
+
+    def _unseen(self, gens: np.ndarray) -> np.ndarray:
+        """Which rows of a compacted digest this reader has not read (rows keep the generation,
+        of whatever epoch, of the digest that last changed them)."""
+        mask = np.ones(len(gens), dtype=bool)
+        epochs = gens >> EPOCH_BITS
+        for epoch in np.unique(epochs).tolist():
+            progress = self.progress.get(int(epoch))
+            if progress is not None:
+                rows = epochs == epoch
+                mask[rows] = progress.unseen(gens[rows] & EPOCH_MASK)
+        return mask
 
     def _holder_is_alive(self) -> bool:
         """At the first sight of digests: are they still being written? (Left by an earlier launch
@@ -511,7 +601,7 @@ class SharedReader:
     def _read(self, filename: str, name: DigestName, with_curves: bool) -> RowBatch | None:
         self.digest_opens += 1
         fsops.count("open")
-        wanted = self.progress.unseen if name.kind == "c" else None
+        wanted = self._unseen if name.kind == "c" else None
         try:
             batch = read_segment(self.dir / filename, self.run_id, self.dim, None, wanted, False, with_curves)
         except FileNotFoundError:
@@ -522,10 +612,11 @@ class SharedReader:
             self.skipped[filename] = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"adbo: ignoring {self.dir / filename}: {self.skipped[filename]}", RuntimeWarning, stacklevel=3)
             return None
+        progress = self.progress.setdefault(epoch_of(name.gen), _Progress())
         if name.kind == "c":
-            self.progress.mark_upto(name.gen)
+            progress.mark_upto(name.gen & EPOCH_MASK)
         else:
-            self.progress.mark(name.gen)
+            progress.mark(name.gen & EPOCH_MASK)
         self._done.add(filename)
         return batch
 

@@ -19,7 +19,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -344,8 +344,11 @@ class _Progress:
 class SegmentReader:
     """Incremental scanner of a run's shards; counts its opens and listings for benchmarks."""
 
-    def __init__(self, run_dir: str | os.PathLike, run_id: str | None, dim: int, max_workers: int | None = None):
+    def __init__(self, run_dir: str | os.PathLike, run_id: str | None, dim: int, max_workers: int | None = None,
+                 quiet: bool = False):
         self.shard_dir = Path(run_dir) / SHARD_DIR
+        self.quiet = quiet
+        """Record skipped files without warning (a second reader in a process that already warns)."""
         self.run_id = run_id
         self.dim = dim
         self.max_workers = max_workers
@@ -361,9 +364,11 @@ class SegmentReader:
         """Rows published since the last scan (merge them into a ``ResultTable``)."""
         return [row for batch in self.scan_batches() for row in batch.rows()]
 
-    def scan_batches(self, with_text: bool = True, with_curves: bool | None = None) -> list[RowBatch]:
+    def scan_batches(self, with_text: bool = True, with_curves: bool | None = None,
+                     between_buckets: Callable[[], None] | None = None) -> list[RowBatch]:
         """Like ``scan``, as columns; ``with_text=False`` (workers) skips parameters and messages,
-        and with it the learning curves unless ``with_curves`` (workers with a stopper)."""
+        and with it the learning curves unless ``with_curves`` (workers with a stopper).
+        ``between_buckets`` is called after each bucket (a long scan keeping a lease alive)."""
         if with_curves is None:
             with_curves = with_text
         batches: list[RowBatch] = []
@@ -378,6 +383,8 @@ class SegmentReader:
                 if batch is not None:
                     batches.append(batch)
                     self.rows_read += len(batch)
+            if between_buckets is not None:
+                between_buckets()
         # Forget names that are gone (compacted away), so memory stays bounded on long runs.
         self._done &= listed
         return batches
@@ -474,7 +481,8 @@ class SegmentReader:
 
     def _skip(self, key: str, why: str) -> None:
         self.skipped[key] = why
-        warnings.warn(f"adbo: ignoring {self.shard_dir / key}: {why}", RuntimeWarning, stacklevel=4)
+        if not self.quiet:
+            warnings.warn(f"adbo: ignoring {self.shard_dir / key}: {why}", RuntimeWarning, stacklevel=4)
 
     def _skip_once(self, key: str, why: str) -> None:
         if key not in self.skipped:

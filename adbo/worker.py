@@ -536,10 +536,6 @@ class Worker:
         try:
             return self._loop()
         finally:
-            if role is not None:
-                role.stop()
-                self.report.digests_published = self.aggregator.digests_published
-            self.report.fs_ops = fsops.snapshot()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             # The finished result first: whatever comes next may be cut short by a SIGKILL.
@@ -549,6 +545,10 @@ class Worker:
                 except WriterSuperseded:
                     pass  # a newer copy of this worker owns the shards now; the original error says so
                 self._unpublished = []
+            if role is not None:
+                role.stop()  # after the last rows: its final round gathers them
+                self.report.digests_published = self.aggregator.digests_published
+            self.report.fs_ops = fsops.snapshot()
             self.evaluator.close()
             if self._ahead is not None:
                 self._ahead.join()
