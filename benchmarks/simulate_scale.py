@@ -477,7 +477,7 @@ def simulate(workers: int, eval_time: tuple[float, float], duration: float, cost
         written = digests + min(quiet, span / heartbeat_s)
         compactions = digests / Aggregator.COMPACT_EVERY
         ops["create"] += written + compactions
-        ops["open"] += written + compactions  # fsync before the rename
+        ops["open"] += 2 * (written + compactions)  # fsync, and the lease read before the rename
         ops["rename"] += written + compactions
         ops["unlink"] += compactions * (Aggregator.COMPACT_EVERY + 1)
         beats = span / heartbeat_s
