@@ -59,16 +59,18 @@ class Flag:
 
 FLAGS: tuple[Flag, ...] = (
     Flag("account", str, "ACCOUNT", "project or allocation charged for the batch jobs"),
-    Flag("queue", str, "QUEUE", "PBS queue, Slurm partition (generic slurm) or QOS (perlmutter)"),
+    Flag("queue", str, "QUEUE", "PBS queue, Slurm partition (generic slurm), QOS (perlmutter), or "
+         "batch / extended / debug (frontier)"),
     Flag("qos", str, "QOS", "Slurm QOS (generic slurm site)"),
     Flag("constraint", str, "CONSTRAINT", "Slurm node constraint (perlmutter: gpu)"),
     Flag("nodes", int, "N", "nodes in all (default: enough for one worker slot per worker)"),
     Flag("nodes_per_block", int, "N", "nodes per batch job; larger requests become several jobs"),
     Flag("walltime", parse_walltime, "H:MM:SS", "walltime of each batch job: H:MM:SS, seconds, or 3h / 90m"),
     Flag("worker_init", str, "COMMANDS", "shell commands that set up each job's environment"),
-    Flag("interface", str, "IFACE", "network interface of this host that compute nodes reach (polaris: bond0)"),
+    Flag("interface", str, "IFACE", "network interface of this host that compute nodes reach (polaris: bond0; "
+         "aurora, frontier, perlmutter: hsn0)"),
     Flag("address", str, "IP", "address compute nodes connect to (instead of --interface)"),
-    Flag("filesystems", str, "FS", "filesystems the job needs, polaris (default home:eagle)"),
+    Flag("filesystems", str, "FS", "filesystems the job needs: polaris (default home:eagle), aurora (home:flare)"),
     Flag("gpus_per_node", int, "N", "GPUs per node, one per worker (generic pbs/slurm)"),
     Flag("workers_per_node", int, "N", "worker slots per node (generic pbs/slurm; default one per GPU)"),
     Flag("cpus_per_node", int, "N", "CPUs per node to request (generic pbs: select ncpus=)"),

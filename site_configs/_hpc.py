@@ -1,4 +1,4 @@
-"""Shared pieces of the batch-scheduler sites (Polaris, Perlmutter, generic PBS and Slurm).
+"""Shared pieces of the batch-scheduler sites (Polaris, Aurora, Perlmutter, Frontier, generic PBS and Slurm).
 
 Kept in one private module so that every site parses walltimes, applies queue rules, splits a
 request into blocks, resolves the executor's address and writes ``worker_init`` the same way.
@@ -14,7 +14,7 @@ import re
 import shlex
 import sys
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from parsl.addresses import address_by_interface
 from parsl.config import Config
@@ -328,15 +328,20 @@ def batch_executor(
     address: str,
     provider: ExecutionProvider,
     slots_per_node: int,
-    gpus_per_node: int,
+    gpus_per_node: "int | Sequence[str]",
     cpu_affinity: str,
 ) -> HighThroughputExecutor:
     """A HighThroughputExecutor with exactly ``slots_per_node`` workers per node.
 
-    With GPUs, Parsl pins worker i to GPU i (CUDA_VISIBLE_DEVICES). ``prefetch_capacity=0``: a BO
-    worker holds its slot for the whole run, so a prefetched second worker would wait forever.
+    With GPUs, Parsl pins worker i to GPU i (CUDA_VISIBLE_DEVICES). ``gpus_per_node`` may instead
+    name each worker's device (Aurora's tiles are "0.0", "0.1", ...): worker i gets the i-th name.
+    ``prefetch_capacity=0``: a BO worker holds its slot for the whole run, so a prefetched second
+    worker would wait forever.
     """
-    accelerators = min(gpus_per_node, slots_per_node) if gpus_per_node > 0 else ()
+    if isinstance(gpus_per_node, int):
+        accelerators: "int | list[str]" = min(gpus_per_node, slots_per_node) if gpus_per_node > 0 else []
+    else:
+        accelerators = list(gpus_per_node)[:slots_per_node]
     return HighThroughputExecutor(
         label=label,
         address=address,
