@@ -174,6 +174,20 @@ def nodes_for(workers: int, slots_per_node: int, nodes: int | None, site: str) -
     return nodes
 
 
+def site_plan(site: str, rules: "Mapping[str, QueueRule]", per_node: int, machine_nodes: int, workers: int,
+              queue: str | None, nodes: "int | None", nodes_per_block: "int | None",
+              walltime: "str | int | float") -> "BatchPlan":
+    """The body every batch site's ``plan`` shares: checked numbers, nodes enough for the workers at
+    ``per_node`` slots each, and blocks within the queue's limits (``plan_blocks``)."""
+    if nodes is not None:
+        nodes = checked_int(site, "nodes", nodes)
+    if nodes_per_block is not None:
+        nodes_per_block = checked_int(site, "nodes_per_block", nodes_per_block)
+    slots = min(per_node, max(workers, 1))
+    total = nodes_for(workers, slots, nodes, site)
+    return plan_blocks(site, rules, queue, total, nodes_per_block, parse_walltime(walltime), slots, machine_nodes)
+
+
 def plan_blocks(
     site: str,
     rules: Mapping[str, QueueRule],

@@ -44,16 +44,13 @@ from ._hpc import (
     allocation_from,
     batch_config,
     batch_executor,
-    checked_int,
     compose_worker_init,
     format_walltime,
-    nodes_for,
     option,
-    parse_walltime,
-    plan_blocks,
     require,
     resolve_address,
     rules_text,
+    site_plan,
 )
 
 DESCRIPTION = "ALCF Aurora (PBS Pro): one worker per GPU tile, 12 per node (6 GPU Max 1550 x 2 tiles)"
@@ -148,13 +145,7 @@ NOTES = ("Queue limits (ALCF, https://docs.alcf.anl.gov/aurora/running-jobs-auro
 def plan(workers: int, *, queue: str | None = "prod", nodes: int | None = None, nodes_per_block: int | None = None,
          walltime: "str | int | float" = "1:00:00", **_: Any) -> BatchPlan:
     """Nodes, blocks and slots for ``workers``, checked against the queue's limits."""
-    if nodes is not None:
-        nodes = checked_int("aurora", "nodes", nodes)
-    if nodes_per_block is not None:
-        nodes_per_block = checked_int("aurora", "nodes_per_block", nodes_per_block)
-    slots = min(TILES_PER_NODE, workers) if workers >= 1 else TILES_PER_NODE
-    total = nodes_for(workers, slots, nodes, "aurora")
-    return plan_blocks("aurora", RULES, queue, total, nodes_per_block, parse_walltime(walltime), slots, MACHINE_NODES)
+    return site_plan("aurora", RULES, TILES_PER_NODE, MACHINE_NODES, workers, queue, nodes, nodes_per_block, walltime)
 
 
 def make_config(

@@ -42,16 +42,13 @@ from ._hpc import (
     allocation_from,
     batch_config,
     batch_executor,
-    checked_int,
     compose_worker_init,
     format_walltime,
-    nodes_for,
     option,
-    parse_walltime,
-    plan_blocks,
     require,
     resolve_address,
     rules_text,
+    site_plan,
 )
 
 DESCRIPTION = "OLCF Frontier (Slurm): one worker per MI250X GPU die (GCD), 8 per node"
@@ -158,20 +155,15 @@ def plan(workers: int, *, queue: str | None = "batch", nodes: int | None = None,
     A small job refused in ``batch`` for its walltime is often one ``extended`` takes (up to 64
     nodes, 24 hours); the refusal says so when it would.
     """
-    if nodes is not None:
-        nodes = checked_int("frontier", "nodes", nodes)
-    if nodes_per_block is not None:
-        nodes_per_block = checked_int("frontier", "nodes_per_block", nodes_per_block)
-    slots = min(GCDS_PER_NODE, max(workers, 1))
-    total = nodes_for(workers, slots, nodes, "frontier")
-    seconds = parse_walltime(walltime)
     try:
-        return plan_blocks("frontier", RULES, queue, total, nodes_per_block, seconds, slots, MACHINE_NODES)
+        return site_plan("frontier", RULES, GCDS_PER_NODE, MACHINE_NODES, workers, queue, nodes, nodes_per_block,
+                         walltime)
     except ValueError as exc:
         if queue != "batch" or "of walltime" not in str(exc):
             raise
         try:
-            extended = plan_blocks("frontier", RULES, "extended", total, nodes_per_block, seconds, slots, MACHINE_NODES)
+            extended = site_plan("frontier", RULES, GCDS_PER_NODE, MACHINE_NODES, workers, "extended", nodes,
+                                 nodes_per_block, walltime)
         except ValueError:
             raise exc from None
         raise ValueError(f"{exc}; or use --queue extended, which takes {extended.nodes_per_block}-node jobs for up "

@@ -25,16 +25,13 @@ from ._hpc import (
     allocation_from,
     batch_config,
     batch_executor,
-    checked_int,
     compose_worker_init,
     format_walltime,
-    nodes_for,
     option,
-    parse_walltime,
-    plan_blocks,
     require,
     resolve_address,
     rules_text,
+    site_plan,
 )
 
 DESCRIPTION = "NERSC Perlmutter GPU nodes (Slurm): one worker per A100 GPU, 4 per node"
@@ -84,13 +81,7 @@ NOTES = "QOS limits for GPU nodes (NERSC, https://docs.nersc.gov/jobs/policy/):\
 def plan(workers: int, *, queue: str | None = "regular", nodes: int | None = None, nodes_per_block: int | None = None,
          walltime: "str | int | float" = "1:00:00", **_: Any) -> BatchPlan:
     """Nodes, blocks and slots for ``workers``, checked against the QOS limits."""
-    if nodes is not None:
-        nodes = checked_int("perlmutter", "nodes", nodes)
-    if nodes_per_block is not None:
-        nodes_per_block = checked_int("perlmutter", "nodes_per_block", nodes_per_block)
-    slots = min(GPUS_PER_NODE, max(workers, 1))
-    total = nodes_for(workers, slots, nodes, "perlmutter")
-    return plan_blocks("perlmutter", RULES, queue, total, nodes_per_block, parse_walltime(walltime), slots, MACHINE_NODES)
+    return site_plan("perlmutter", RULES, GPUS_PER_NODE, MACHINE_NODES, workers, queue, nodes, nodes_per_block, walltime)
 
 
 def make_config(

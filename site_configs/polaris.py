@@ -28,16 +28,13 @@ from ._hpc import (
     allocation_from,
     batch_config,
     batch_executor,
-    checked_int,
     compose_worker_init,
     format_walltime,
-    nodes_for,
     option,
-    parse_walltime,
-    plan_blocks,
     require,
     resolve_address,
     rules_text,
+    site_plan,
 )
 
 DESCRIPTION = "ALCF Polaris (PBS Pro): one worker per A100 GPU, 4 per node, submitted from a login node"
@@ -102,13 +99,7 @@ NOTES = "Queue limits (ALCF, https://docs.alcf.anl.gov/polaris/running-jobs/):\n
 def plan(workers: int, *, queue: str | None = "prod", nodes: int | None = None, nodes_per_block: int | None = None,
          walltime: "str | int | float" = "1:00:00", **_: Any) -> BatchPlan:
     """Nodes, blocks and slots for ``workers``, checked against the queue's limits."""
-    if nodes is not None:
-        nodes = checked_int("polaris", "nodes", nodes)
-    if nodes_per_block is not None:
-        nodes_per_block = checked_int("polaris", "nodes_per_block", nodes_per_block)
-    slots = min(GPUS_PER_NODE, workers) if workers >= 1 else GPUS_PER_NODE
-    total = nodes_for(workers, slots, nodes, "polaris")
-    return plan_blocks("polaris", RULES, queue, total, nodes_per_block, parse_walltime(walltime), slots, MACHINE_NODES)
+    return site_plan("polaris", RULES, GPUS_PER_NODE, MACHINE_NODES, workers, queue, nodes, nodes_per_block, walltime)
 
 
 def make_config(

@@ -13,7 +13,6 @@ import importlib.util
 import os
 import shlex
 import socket
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -43,55 +42,8 @@ FRONTIER = {"account": "ABC123"}
 TILES = ["0.0", "0.1", "1.0", "1.1", "2.0", "2.1", "3.0", "3.1", "4.0", "4.1", "5.0", "5.1"]
 GCDS = ["0", "1", "2", "3", "4", "5", "6", "7"]
 
-FAKE = {
-    "qsub": 'echo "4242.fake-pbs"',
-    "qstat": 'echo \'{"Jobs": {"4242.fake-pbs": {"job_state": "Q"}}}\'',
-    "qdel": "true",
-    "sbatch": 'echo "Submitted batch job 4343"',
-    "squeue": 'echo "4343 PD"',
-    "scancel": "true",
-    "sacct": 'echo "Slurm accounting storage is disabled" >&2; exit 1',
-}
-
-
-class Scheduler:
-    """The record the fake scheduler commands leave: one line per call, a copy of each job script."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.log = root / "calls.log"
-        self.scripts = root / "scripts"
-        self.scripts.mkdir(parents=True)
-
-    def calls(self, command: str) -> list[list[str]]:
-        if not self.log.exists():
-            return []
-        rows = [line.split("\t") for line in self.log.read_text().splitlines()]
-        return [row for row in rows if row[0] == command]
-
-    def script(self) -> str:
-        (path,) = sorted(self.scripts.iterdir())
-        return path.read_text()
-
-
-@pytest.fixture
-def scheduler(tmp_path, monkeypatch) -> Scheduler:
-    record = Scheduler(tmp_path / "scheduler")
-    bindir = record.root / "bin"
-    bindir.mkdir()
-    for name, answer in FAKE.items():
-        script = bindir / name
-        script.write_text(
-            "#!/bin/sh\n"
-            f'( printf "%s" "{name}"; for a in "$@"; do printf "\\t%s" "$a"; done; echo ) >> "{record.log}"\n'
-            'for last in "$@"; do :; done\n'
-            f'case "{name}" in qsub|sbatch) cp "$last" "{record.scripts}/$(basename "$last")";; esac\n'
-            f"{answer}\n"
-        )
-        script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    path = os.pathsep.join([str(bindir), os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    monkeypatch.setenv("PATH", path)  # Parsl's interchange and worker pool are scripts beside this interpreter
-    return record
+# The fake PBS and Slurm commands that record the job script Parsl writes: the same as for Polaris.
+from test_hpc_sites import Scheduler, scheduler  # noqa: E402,F401 - a pytest fixture, used by name
 
 
 def submit_first_block(config: Config, run_dir: Path) -> str:
