@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shlex
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -345,25 +344,7 @@ def test_frontier_accepts_a_whole_machine_request_as_equal_jobs(tmp_path, schedu
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def no_traffic(monkeypatch):
-    """Fail on any connection or datagram to a non-loopback address, and on Parsl's address probing."""
-    def loopback_only(address):
-        host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and host not in ("127.0.0.1", "::1", "localhost") and not host.startswith("/"):
-            raise AssertionError(f"traffic to {address!r}")
-
-    for name in ("connect", "connect_ex"):
-        original = getattr(socket.socket, name)
-        monkeypatch.setattr(socket.socket, name, lambda self, addr, _o=original: (loopback_only(addr), _o(self, addr))[1])
-    original_sendto = socket.socket.sendto
-    monkeypatch.setattr(socket.socket, "sendto", lambda self, *a, _o=original_sendto: (loopback_only(a[-1]), _o(self, *a))[1])
-    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: (loopback_only(host), [])[1])
-
-    def probe(*_a, **_k):
-        raise AssertionError("Parsl was left to probe for addresses")
-
-    monkeypatch.setattr("parsl.executors.high_throughput.executor.get_all_addresses", probe)
+from test_hpc_sites import no_traffic  # noqa: E402,F401 - a pytest fixture, used by name
 
 
 @pytest.mark.parametrize("site, options", [("aurora", {**AURORA, "queue": "debug"}), ("frontier", FRONTIER)])
