@@ -639,4 +639,5 @@ def describe_shared_reading(run_dir: str | os.PathLike) -> str | None:
             holder += ", silent: the next worker to look takes the role over"
     except (OSError, ValueError, TypeError, KeyError):
         holder = "nobody now (workers read the shards until one takes the role)"
-    return f"shared, {len(names)} digest file(s) up to generation {newest}; aggregator: {holder}"
+    return (f"shared, {len(names)} digest file(s), the newest #{newest & EPOCH_MASK} of holder tenure "
+            f"{epoch_of(newest)}; aggregator: {holder}")
