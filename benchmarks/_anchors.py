@@ -9,6 +9,8 @@ ConfigSpace that adbo uses, translated into the anchor's own vocabulary:
   acquisition and caches the next point), ``CBO.ask(1)`` returns that point. DeepHyper maximizes
   and wants every parameter in a configuration: an inactive conditional parameter is given its
   lower bound (first choice for categoricals), as DeepHyper itself does.
+* Optuna 5 ``GPSampler()`` with its defaults (Matern-5/2 GP with ARD, log EI; q-batch log EI
+  over running trials): the same study set-up as TPE below, only the sampler differs.
 * Optuna 5 ``TPESampler()`` with its defaults (multivariate for one objective, constant liar on):
   the space becomes Optuna distributions; a past result is a ``optuna.trial.create_trial``
   with only its active parameters (``Study.add_trials``); one step is ``Study.ask()``, the
@@ -149,8 +151,11 @@ class OptunaTPE:
         self.dists = optuna_distributions(cs)
         self.order = list(cs.keys())  # ConfigSpace keeps parents before children
         self.conds = parent_conditions(cs)
-        self.study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+        self.study = optuna.create_study(direction="minimize", sampler=self._sampler(seed))
         self._trial = None
+
+    def _sampler(self, seed: int) -> Any:
+        return self.optuna.samplers.TPESampler(seed=seed)
 
     def tell_many(self, configs: Sequence[Mapping[str, Any]], values: Sequence[float]) -> None:
         create = self.optuna.trial.create_trial
@@ -170,6 +175,9 @@ class OptunaTPE:
 
     def settings(self) -> dict[str, Any]:
         sampler = self.study.sampler
+        if not isinstance(sampler, self.optuna.samplers.TPESampler):
+            return {"class": f"optuna.samplers.{type(sampler).__name__}", "storage": type(self.study._storage).__name__,
+                    "n_startup_trials": sampler._n_startup_trials}
         return {
             "class": "optuna.samplers.TPESampler",
             "storage": type(self.study._storage).__name__,
@@ -195,8 +203,18 @@ class OptunaTPE:
         pass
 
 
+class OptunaGP(OptunaTPE):
+    """``optuna.samplers.GPSampler()`` (defaults, seeded): Optuna's own Gaussian-process BO."""
+
+    name = "optuna_gp"
+
+    def _sampler(self, seed: int) -> Any:
+        return self.optuna.samplers.GPSampler(seed=seed)
+
+
 ANCHORS: dict[str, Callable[..., Any]] = {
     DeepHyperCBO.name: DeepHyperCBO,
     OptunaTPE.name: OptunaTPE,
+    OptunaGP.name: OptunaGP,
 }
-ANCHOR_MODULES = {DeepHyperCBO.name: "deephyper", OptunaTPE.name: "optuna"}
+ANCHOR_MODULES = {DeepHyperCBO.name: "deephyper", OptunaTPE.name: "optuna", OptunaGP.name: "optuna"}

