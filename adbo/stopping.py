@@ -156,11 +156,40 @@ class SuccessiveHalving:
     learned of them), 0: all. Behind BO the proposals improve as the run goes on, so the early
     space-filling curves that fill every rung make the rule lax; a window keeps it as strict as
     it is for random proposals."""
+    finishers: int = 0
+    """Also judge against the run's best finished evaluations: once this many curves have reached
+    the last step, an evaluation continues past a rung only if it is no worse there than the worst
+    of the best ``finishers`` finished curves was at that rung. Behind BO most proposals beat the
+    early space-filling curves that fill every rung, so the rank test alone lets most of them run
+    to the end; the rung values of the curves that ended best say how good a curve must be at this
+    rung to end among them, and they follow crossing curves (when slow starters ended best, their
+    poor early values make the bar lenient). 0: off."""
+    ranks: int = 1
+    """1: the rank test applies as well (stop if either says so); 0: once ``finishers`` curves
+    have finished, only their bar applies."""
     name: str = "asha"
 
     def __post_init__(self) -> None:
         _check(self.min_step > 0, f"min_step must be positive, not {self.min_step}")
         _check(self.reduction > 1, f"reduction must be above 1, not {self.reduction}")
+        _check(self.finishers >= 0, f"finishers must be 0 (off) or a count, not {self.finishers}")
+
+    def _bar(self, book: CurveBook, rung: float) -> float | None:
+        """The worst value at ``rung`` among the best ``finishers`` finished curves (None: too few)."""
+        if not self.finishers:
+            return None
+        last = self.max_step if self.max_step is not None else book.max_step()
+        if last <= rung:
+            return None
+        finals = [(float(np.nanmin(np.where(np.isfinite(losses), losses, np.inf))), key)
+                  for key, steps in book.steps.items() if steps[-1] >= last
+                  for losses in (book.losses[key],)]
+        if len(finals) < self.finishers:
+            return None
+        finals.sort()
+        index = book.at(rung)
+        values = [index[key] for _, key in finals[:self.finishers] if key in index]
+        return max(values) if values else None
 
     def _rung(self, previous: float, step: float) -> float | None:
         rung = _crossed(previous, step, self.min_step, self.reduction)
@@ -177,6 +206,12 @@ class SuccessiveHalving:
         index = book.at(rung)
         own = index.get(key)
         if own is None or len(index) < max(1, self.min_peers):
+            return None
+        bar = self._bar(book, rung)
+        if bar is not None and own > bar:
+            return (f"successive halving at step {rung:g}: {book.to_loss(own):g} there, worse than the best "
+                    f"{self.finishers} finished evaluations all were ({book.to_loss(bar):g})")
+        if bar is not None and not self.ranks:
             return None
         if self.window and len(index) > self.window + 1:
             # Dicts keep the order in which curves reached the rung here: the last ones are the newest.

@@ -24,10 +24,10 @@ Problems (all offline):
 * ``candle_combo``: the real CANDLE Combo model and training (``objectives/candle_combo.py``) on
   the generator's synthetic data with the real schema (``candle_data.synthetic_dataset('tiny',
   n_rows=1000)``, 600/200/200 split), 50 epochs, CPU, one thread. Training for every benchmark
-  evaluation is far too slow here, so a fixed pool of 128 configurations drawn from the full 22-
+  evaluation is far too slow here, so a fixed pool of 256 configurations drawn from the full 22-
   parameter space (seed 2026) is trained once and its per-epoch validation R2 (clipped at -1, as
   DeepHyper's benchmark does) cached on disk (``candle_pool-*.jsonl`` in ``--cache``; built on first
-  use with progress lines, about 15 min on this machine, resumable). The objective of the search is
+  use with progress lines, about 25 min on this machine, resumable). The objective of the search is
   then the *nearest pool member* (RMS distance in adbo's unit-cube encoding, inactive parameters at
   -1): a deterministic, piecewise-constant function of the whole space, as a tabular benchmark is;
   every method proposes in the real space and may hit the same member twice (the repeat costs its
@@ -195,7 +195,7 @@ SYNTHETIC = {
     "crossing_levy8": lambda: CurveFamily("crossing_levy8", 8, _crossing_levy8, noise=0.5),
 }
 # -- CANDLE Combo: a pool of real learning curves ---------------------------------------------------
-CANDLE_POOL = {"size": 128, "spec": "tiny", "n_rows": 1000, "data_seed": 0, "epochs": 50, "space_seed": 2026,
+CANDLE_POOL = {"size": 256, "spec": "tiny", "n_rows": 1000, "data_seed": 0, "epochs": 50, "space_seed": 2026,
                "train_seed": 0}
 
 

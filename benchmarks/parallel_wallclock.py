@@ -30,6 +30,7 @@ Usage: ``python benchmarks/parallel_wallclock.py --json OUT.json [--problem hpol
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import queue
@@ -251,6 +252,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 workers, 8 s, 1 seed, adbo,optuna_tpe,random")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--log", help="also append each run's summary to this file as one JSON line, as it ends "
+                                      "(a long measurement keeps what it finished if it is interrupted)")
     args = parser.parse_args()
     if args.quick:
         args.workers, args.budget_s, args.seeds, args.scale = 2, 8.0, 1, args.scale.split(",")[0]
@@ -277,6 +280,10 @@ def main() -> None:
                         t0, records = run_anchor(method, objective, args.workers, args.budget_s, seed, where)
                     runs.append({"scale": scale, **summarize(method, seed, t0, args.budget_s, args.workers,
                                                              optimum, records)})
+                    if args.log:
+                        with open(args.log, "a") as fh:
+                            fh.write(json.dumps({"problem": args.problem, "workers": args.workers,
+                                                 "budget_s": args.budget_s, **runs[-1]}) + "\n")
     medians: dict[str, dict[str, Any]] = {}
     for scale in scales:
         for method in methods:

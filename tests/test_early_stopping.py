@@ -235,6 +235,33 @@ def test_successive_halving_keeps_the_best_third_of_every_curve_at_the_rung():
     assert SuccessiveHalving(min_peers=7).should_stop(_book({**peers, (9, 0): [0.9]}), (9, 0)) is None
 
 
+def test_the_finishers_bar_follows_the_curves_that_ended_best():
+    # Five finished curves (10 steps); the best three ended at 0.10-0.12 after being 0.30-0.40 at step 1.
+    finished = {(0, i): [start] + [end] * 9 for i, (start, end) in
+                enumerate([(0.30, 0.10), (0.35, 0.11), (0.40, 0.12), (0.20, 0.50), (0.25, 0.60)])}
+    early_weak = {(1, i): [2.0 + i] for i in range(20)}  # space-filling curves stopped at step 1
+    bar = SuccessiveHalving(min_peers=3, finishers=3)
+    # 0.45 at step 1 is 6th of 26 there: the rank test alone lets it go on ...
+    assert SuccessiveHalving(min_peers=3).should_stop(_book({**finished, **early_weak, (9, 0): [0.45]}), (9, 0)) is None
+    # ... but the three best finishers were all at 0.40 or better there.
+    reason = bar.should_stop(_book({**finished, **early_weak, (9, 0): [0.45]}), (9, 0))
+    assert "best 3 finished evaluations all were (0.4)" in reason
+    assert bar.should_stop(_book({**finished, **early_weak, (9, 0): [0.38]}), (9, 0)) is None
+    # Crossing curves: the fast starters (0.20, 0.25 at step 1) ended worst, so being a slow
+    # starter is no reason to stop, and with ranks=0 the rank test no longer stops it either.
+    slow = {**finished, **{(2, i): [0.1 + 0.01 * i] for i in range(10)}, (9, 0): [0.39]}
+    assert "ranked" in SuccessiveHalving(min_peers=3, finishers=3).should_stop(_book(slow), (9, 0))
+    assert SuccessiveHalving(min_peers=3, finishers=3, ranks=0).should_stop(_book(slow), (9, 0)) is None
+    # Fewer finished curves than finishers: the rank test alone decides.
+    few = {k: v for k, v in finished.items() if k[1] < 2}
+    assert SuccessiveHalving(min_peers=3, finishers=3, ranks=0).should_stop(
+        _book({**few, **early_weak, (9, 0): [0.45]}), (9, 0)) is None
+    # Maximizing: the same, mirrored.
+    mirrored = {k: [-v for v in c] for k, c in {**finished, **early_weak}.items()}
+    assert bar.should_stop(_book({**mirrored, (9, 0): [-0.45]}, maximize=True), (9, 0)) is not None
+    assert bar.should_stop(_book({**mirrored, (9, 0): [-0.38]}, maximize=True), (9, 0)) is None
+
+
 def test_median_and_extrapolation_rules():
     median = MedianRule(min_step=2, min_peers=3)
     peers = {(0, i): list(np.linspace(1.0, 0.2 + 0.1 * i, 10)) for i in range(5)}
@@ -253,7 +280,7 @@ def test_median_and_extrapolation_rules():
 def test_unknown_stoppers_and_options_name_the_fix():
     with pytest.raises(ValueError, match="choose one of none, asha, median, extrapolate"):
         make_stopper("hyperband")
-    with pytest.raises(ValueError, match="its options: max_step, min_peers, min_step, reduction, window"):
+    with pytest.raises(ValueError, match="its options: finishers, max_step, min_peers, min_step, ranks, reduction, window"):
         make_stopper("asha", eta=3)
 
 
