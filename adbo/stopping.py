@@ -188,7 +188,7 @@ class SuccessiveHalving:
             return None
         finals.sort()
         index = book.at(rung)
-        values = [index[key] for _, key in finals[:self.finishers] if key in index]
+        values = [index[key] for _, key in finals[:int(self.finishers)] if key in index]
         return max(values) if values else None
 
     def _rung(self, previous: float, step: float) -> float | None:
@@ -210,7 +210,7 @@ class SuccessiveHalving:
         bar = self._bar(book, rung)
         if bar is not None and own > bar:
             return (f"successive halving at step {rung:g}: {book.to_loss(own):g} there, worse than the best "
-                    f"{self.finishers} finished evaluations all were ({book.to_loss(bar):g})")
+                    f"{int(self.finishers)} finished evaluations all were ({book.to_loss(bar):g})")
         if bar is not None and not self.ranks:
             return None
         if self.window and len(index) > self.window + 1:

@@ -247,6 +247,10 @@ def test_the_finishers_bar_follows_the_curves_that_ended_best():
     reason = bar.should_stop(_book({**finished, **early_weak, (9, 0): [0.45]}), (9, 0))
     assert "best 3 finished evaluations all were (0.4)" in reason
     assert bar.should_stop(_book({**finished, **early_weak, (9, 0): [0.38]}), (9, 0)) is None
+    # As the command line gives it (--stopper-options finishers=3,ranks=0: numbers parse as floats).
+    from adbo.workflow_cli import parse_stopper_options
+    cli = make_stopper("asha", **parse_stopper_options("finishers=3,min_peers=3"))
+    assert "best 3 finished" in cli.should_stop(_book({**finished, **early_weak, (9, 0): [0.45]}), (9, 0))
     # Crossing curves: the fast starters (0.20, 0.25 at step 1) ended worst, so being a slow
     # starter is no reason to stop, and with ranks=0 the rank test no longer stops it either.
     slow = {**finished, **{(2, i): [0.1 + 0.01 * i] for i in range(10)}, (9, 0): [0.39]}
