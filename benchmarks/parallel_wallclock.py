@@ -202,7 +202,7 @@ def run_anchor(method: str, objective: _tabular.SleepingTable, workers: int, bud
 
 
 def run_adbo(objective: _tabular.SleepingTable, workers: int, budget: float, seed: int,
-             scratch: Path) -> tuple[float, list[tuple[int, float, float, float]]]:
+             scratch: Path, options: dict[str, Any] | None = None) -> tuple[float, list[tuple[int, float, float, float]]]:
     import adbo
     from adbo.storage import STOP_FILE, scan_run
 
@@ -212,7 +212,7 @@ def run_adbo(objective: _tabular.SleepingTable, workers: int, budget: float, see
     t0 = time.time()
     thread = threading.Thread(target=lambda: result.update(summary=adbo.launch(
         objective, space, run_dir, site="local", workers=workers, max_evals=None, direction="minimize",
-        seed=seed, progress=False, startup_timeout=600)), daemon=True)
+        seed=seed, progress=False, startup_timeout=600, **(options or {}))), daemon=True)
     thread.start()
     time.sleep(max(0.0, t0 + budget - time.time()))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -252,6 +252,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 workers, 8 s, 1 seed, adbo,optuna_tpe,random")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--adbo-options", default="",
+                        help="keyword arguments of adbo.launch for the adbo runs, KEY=VALUE,... (e.g. overlap=true)")
     parser.add_argument("--log", help="also append each run's summary to this file as one JSON line, as it ends "
                                       "(a long measurement keeps what it finished if it is interrupted)")
     args = parser.parse_args()
@@ -264,6 +266,10 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)}")
     scales = [float(s) for s in args.scale.split(",")]
+    adbo_options: dict[str, Any] = {}
+    for pair in (p for p in args.adbo_options.split(",") if p):
+        key, _, raw = pair.partition("=")
+        adbo_options[key] = json.loads(raw.lower()) if raw.lower() in ("true", "false") or raw.replace(".", "", 1).isdigit() else raw
     optimum = _tabular.load(args.problem).optimum
     runs: list[dict[str, Any]] = []
     t_all = time.time()
@@ -275,7 +281,7 @@ def main() -> None:
                     where = Path(scratch) / f"{method}-{scale}-{seed}"
                     where.mkdir()
                     if method == "adbo":
-                        t0, records = run_adbo(objective, args.workers, args.budget_s, seed, where)
+                        t0, records = run_adbo(objective, args.workers, args.budget_s, seed, where, adbo_options)
                     else:
                         t0, records = run_anchor(method, objective, args.workers, args.budget_s, seed, where)
                     runs.append({"scale": scale, **summarize(method, seed, t0, args.budget_s, args.workers,
@@ -291,7 +297,7 @@ def main() -> None:
             medians.setdefault(str(scale), {})[method] = {
                 key: float(np.nanmedian([r[key] for r in rs])) if rs else None
                 for key in ("best", "regret", "evaluations", "utilization", "first_start_s")}
-    emit({"machine": machine(), "problem": args.problem, "optimum": optimum, "workers": args.workers,
+    emit({"machine": machine(), "problem": args.problem, "adbo_options": adbo_options, "optimum": optimum, "workers": args.workers,
           "budget_s": args.budget_s, "scales": scales, "seeds": args.seeds, "methods": methods,
           "median": medians, "runs": runs, "seconds": time.time() - t_all}, args.json)
 
