@@ -181,14 +181,12 @@ class SuccessiveHalving:
         last = self.max_step if self.max_step is not None else book.max_step()
         if last <= rung:
             return None
-        finals = [(float(np.nanmin(np.where(np.isfinite(losses), losses, np.inf))), key)
-                  for key, steps in book.steps.items() if steps[-1] >= last
-                  for losses in (book.losses[key],)]
+        finals = book.at(last)  # the book's own index: every finished curve's best, kept up to date
         if len(finals) < self.finishers:
             return None
-        finals.sort()
+        best = sorted(finals, key=finals.__getitem__)[:int(self.finishers)]
         index = book.at(rung)
-        values = [index[key] for _, key in finals[:int(self.finishers)] if key in index]
+        values = [index[key] for key in best if key in index]
         return max(values) if values else None
 
     def _rung(self, previous: float, step: float) -> float | None:
