@@ -38,7 +38,7 @@ from .runinfo import RUN_FILE, RunDirectoryError, RunInfo, _differences, current
 from .space import SearchSpace
 from .storage import STOP_FILE, open_run, read_run_info, scan_run
 from .surrogate import make_surrogate
-from .worker import WorkerSettings
+from .worker import WorkerSettings, overlap_mode
 
 
 @python_app
@@ -238,7 +238,7 @@ def launch(
     decay_period: int = 48,
     decay_rate: float = 0.1,
     proposer_options: Mapping[str, Any] | None = None,
-    overlap: bool = False,
+    overlap: bool | str = "auto",
     site_options: Mapping[str, Any] | None = None,
     group_access: bool = False,
     progress: bool = True,
@@ -272,7 +272,9 @@ def launch(
     ``stopper_options``); ``partial_results`` says what the surrogate learns from a stopped one.
     ``shared_reading`` (``"auto"``, ``"on"``, ``"off"``): one worker gathers new results into
     digests the others read, so that a scan opens a file or two rather than one per peer's
-    result (``adbo.digests``); ``auto`` turns it on from 128 workers.
+    result (``adbo.digests``); ``auto`` turns it on from 128 workers. ``overlap`` (``"auto"``,
+    ``"on"``, ``"off"``): compute the next proposal while the evaluation runs; ``auto`` does it
+    for a worker whose BO step takes 5% of its evaluation time or more (short evaluations).
     """
     from .site_configs import load_site
 
@@ -285,6 +287,7 @@ def launch(
     make_stopper(stopper, **dict(stopper_options or {}))  # an unknown name or option fails here
     check_partial_mode(partial_results)
     shared_reading_wanted(shared_reading, workers)  # an unknown mode fails here
+    overlap = overlap_mode(overlap)
     if stopper != "none" and callable(objective) and not wants_trial(objective):
         say(f"adbo: note: the stopper {stopper!r} has nothing to judge: the objective takes no trial argument "
             "to report its learning curve to (def objective(params, trial): ... trial.report(value, step))")

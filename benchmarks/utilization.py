@@ -7,9 +7,11 @@ window starts when the first evaluation starts and lasts ``--duration`` seconds,
 that start late count against it. The objective is 10-D Ackley that sleeps N(MEAN, STD) seconds.
 
 * ``adbo``: ``adbo.launch`` on the ``local`` site (Parsl HighThroughputExecutor on 127.0.0.1,
-  one process per worker) with default settings; stopped by the run's STOP file at the window end.
-* ``adbo_overlap``: the same with ``overlap=True`` (the scan and the next proposal run while the
-  objective runs); also reports how old the data behind each proposal was and how many results
+  one process per worker) with default settings (``overlap="auto"``: the next proposal is computed
+  during the evaluation only where the BO step takes 5% of an evaluation or more); stopped by the
+  run's STOP file at the window end.
+* ``adbo_overlap``: the same with ``overlap="on"`` (the scan and the next proposal always run while
+  the objective runs); also reports how old the data behind each proposal was and how many results
   finished in that time (``proposal_age_s``, ``stale_results``).
 * ``deephyper_decentralized``: N processes, each running its own DeepHyper CBO (defaults) and
   sharing results through one shared list (a ``multiprocessing`` manager, the role of DeepHyper's
@@ -165,7 +167,7 @@ def run_adbo(workers: int, eval_time: tuple[float, float], duration: float, work
     result: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: result.update(summary=adbo.launch(
         objective, objective.space(), run_dir, site="local-processes", workers=workers, max_evals=None,
-        direction="minimize", overlap=overlap, progress=False, startup_timeout=600,
+        direction="minimize", overlap="on" if overlap else "auto", progress=False, startup_timeout=600,
         shared_reading=shared_reading)), daemon=True)
     thread.start()
     first_start = None
@@ -185,7 +187,7 @@ def run_adbo(workers: int, eval_time: tuple[float, float], duration: float, work
     for r in rows:
         per_worker_first[r.worker] = min(per_worker_first.get(r.worker, np.inf), r.t_started)
     extra = {}
-    if overlap:
+    if any("proposal_age_s" in r.metadata for r in rows):
         # How many results (anyone's) finished between a proposal's scan and its submission.
         finished = np.sort([r.t_finished for r in rows if r.status != 0 and np.isfinite(r.t_finished)])
         stale = []

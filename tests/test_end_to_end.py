@@ -109,7 +109,7 @@ def test_workflow_script_and_cli(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "best objective" in out.stdout and "worker utilization" in out.stdout
-    assert read_run_info(run_dir).settings["overlap"] is True
+    assert read_run_info(run_dir).settings["overlap"] == "on"
     best = json.loads(adbo_cli("best", run_dir))
     assert set(best["params"]) == {"x0", "x1"}
     csv = tmp_path / "all.csv"
@@ -164,6 +164,31 @@ def test_overlap_proposes_while_evaluating_and_records_staleness(tmp_path):
     assert (ahead >= 0.05).mean() > 0.8
     assert df.metadata_scan_s.notna().all()
     assert not df[[c for c in df.columns if c.startswith("params_")]].duplicated().any()
+
+
+def test_overlap_turns_itself_on_when_the_bo_step_is_a_large_share_of_short_evaluations(tmp_path):
+    # Evaluations of 20 ms: a surrogate fit and 3,500 scored candidates take longer than 5% of
+    # that, so the default ("auto") moves the step into the evaluation; "off" never does.
+    objective = SyntheticObjective("branin", eval_time=(0.02, 0.0))
+    auto_dir, off_dir = str(tmp_path / "auto"), str(tmp_path / "off")
+    result = adbo.launch(objective, objective.space(), auto_dir, site="local-threads", workers=2, max_evals=40,
+                         direction="minimize", n_initial=4, progress=False)
+    assert not result.worker_errors and read_run_info(auto_dir).settings["overlap"] == "auto"
+    df = adbo.load_results(auto_dir)
+    ahead = df.sort_values("seq").groupby("worker").tail(10).metadata_proposal_age_s
+    assert ahead.notna().mean() > 0.8, "late proposals were computed during the previous evaluation"
+    assert sum(r["proposed_ahead"] for r in result.worker_reports) >= 10
+    logs = "".join(p.read_text() for p in (tmp_path / "auto" / "logs").glob("worker-*.log"))
+    assert "overlap on: BO step" in logs
+    result = adbo.launch(objective, objective.space(), off_dir, site="local-threads", workers=2, max_evals=20,
+                         direction="minimize", n_initial=4, overlap="off", progress=False)
+    assert not result.worker_errors
+    off = adbo.load_results(off_dir)
+    assert "metadata_proposal_age_s" not in off.columns or off.metadata_proposal_age_s.isna().all()
+    with pytest.raises(ValueError, match="overlap must be 'auto', 'on' or 'off'"):
+        adbo.launch(objective, objective.space(), str(tmp_path / "bad"), site="local-threads", workers=1,
+                    max_evals=2, overlap="sometimes", progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_overlap_scans_late_in_the_evaluation_once_it_knows_how_long_they_take(tmp_path):
