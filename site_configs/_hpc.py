@@ -19,6 +19,9 @@ from typing import Any, Mapping, NamedTuple, Sequence
 from parsl.addresses import address_by_interface
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
+from parsl.launchers import SrunLauncher
+from parsl.launchers.base import Launcher
+from parsl.providers import PBSProProvider, SlurmProvider
 from parsl.providers.base import ExecutionProvider
 
 REQUIRED = object()
@@ -385,6 +388,64 @@ def batch_config(executor: HighThroughputExecutor, run_dir: str, retries: int) -
         exit_mode="wait",
         strategy="simple",
     )
+
+
+def pbs_config(site: str, run_dir: str, layout: BatchPlan, *, address: str, account: str | None, queue: str | None,
+               scheduler_options: str, select_options: str, cpus_per_node: int, launcher: Launcher,
+               worker_init: str | None, preamble: str = "", job_environment: tuple[str, ...] = (),
+               accelerators: "int | Sequence[str]", cpu_affinity: str, retries: int) -> Config:
+    """The Config of a PBS Pro site: every block of ``layout`` submitted at once, none added later.
+
+    The caller checks its own options, resolves ``address`` and builds the launcher itself, so each
+    site keeps the order in which it refuses bad options (and so the error a user sees first).
+    """
+    provider = PBSProProvider(
+        account=account,
+        queue=queue,
+        scheduler_options=(scheduler_options or "").strip(),
+        select_options=select_options,
+        worker_init=compose_worker_init(worker_init, preamble, layout.walltime, job_environment),
+        nodes_per_block=layout.nodes_per_block,
+        cpus_per_node=cpus_per_node,
+        init_blocks=layout.blocks,
+        min_blocks=0,
+        max_blocks=layout.blocks,
+        walltime=format_walltime(layout.walltime),
+        launcher=launcher,
+    )
+    executor = batch_executor(f"adbo_{site}", address, provider, layout.slots_per_node, accelerators, cpu_affinity)
+    return batch_config(executor, run_dir, retries)
+
+
+def slurm_config(site: str, run_dir: str, layout: BatchPlan, *, address: str, account: str | None,
+                 partition: str | None = None, qos: str | None = None, constraint: str | None = None,
+                 gpus_per_node: int | None = None, scheduler_options: str, srun_overrides: str,
+                 worker_init: str | None, preamble: str = "", job_environment: tuple[str, ...] = (),
+                 accelerators: "int | Sequence[str]", cpu_affinity: str, retries: int) -> Config:
+    """The Config of a Slurm site: whole nodes, every block submitted at once, none added later.
+
+    As in ``pbs_config``, the caller resolves ``address`` (before Parsl's SlurmProvider probes
+    ``sacct`` on construction), so each site keeps the order in which it refuses bad options.
+    """
+    provider = SlurmProvider(
+        partition=partition,
+        account=account,
+        qos=qos,
+        constraint=constraint,
+        nodes_per_block=layout.nodes_per_block,
+        gpus_per_node=gpus_per_node,
+        init_blocks=layout.blocks,
+        min_blocks=0,
+        max_blocks=layout.blocks,
+        walltime=format_walltime(layout.walltime),
+        scheduler_options=(scheduler_options or "").strip(),
+        worker_init=compose_worker_init(worker_init, preamble, layout.walltime, job_environment),
+        exclusive=True,
+        cmd_timeout=60,
+        launcher=SrunLauncher(overrides=srun_overrides),
+    )
+    executor = batch_executor(f"adbo_{site}", address, provider, layout.slots_per_node, accelerators, cpu_affinity)
+    return batch_config(executor, run_dir, retries)
 
 
 def allocation_from(walltime: "str | int | float | None", default: "str | int | None") -> float | None:

@@ -34,7 +34,6 @@ from typing import Any
 
 from parsl.config import Config
 from parsl.launchers import MpiExecLauncher
-from parsl.providers import PBSProProvider
 
 from ._hpc import (
     REQUIRED,
@@ -42,11 +41,8 @@ from ._hpc import (
     Limit,
     QueueRule,
     allocation_from,
-    batch_config,
-    batch_executor,
-    compose_worker_init,
-    format_walltime,
     option,
+    pbs_config,
     require,
     resolve_address,
     rules_text,
@@ -168,23 +164,15 @@ def make_config(
     """A fresh Aurora config with one worker slot per GPU tile and enough tiles for ``workers``."""
     require("aurora", "account", account, "the ALCF project to charge")
     layout = plan(workers, queue=queue, nodes=nodes, nodes_per_block=nodes_per_block, walltime=walltime)
-    provider = PBSProProvider(
-        account=account,
-        queue=queue,
-        scheduler_options=_directives(filesystems, scheduler_options),
-        select_options="",
-        worker_init=compose_worker_init(worker_init, ENV_PREAMBLE, layout.walltime, JOB_ENVIRONMENT),
-        nodes_per_block=layout.nodes_per_block,
+    return pbs_config(
+        "aurora", run_dir, layout, account=account, queue=queue,
+        scheduler_options=_directives(filesystems, scheduler_options), select_options="",
+        worker_init=worker_init, preamble=ENV_PREAMBLE, job_environment=JOB_ENVIRONMENT,
         cpus_per_node=HARDWARE_THREADS_PER_NODE,
-        init_blocks=layout.blocks,
-        min_blocks=0,
-        max_blocks=layout.blocks,
-        walltime=format_walltime(layout.walltime),
         launcher=MpiExecLauncher(bind_cmd="--cpu-bind", overrides=LAUNCHER_OVERRIDES),
+        address=resolve_address("aurora", interface, address), accelerators=TILES,
+        cpu_affinity=cpu_affinity, retries=retries,
     )
-    executor = batch_executor("adbo_aurora", resolve_address("aurora", interface, address), provider,
-                              layout.slots_per_node, TILES, cpu_affinity)
-    return batch_config(executor, run_dir, retries)
 
 
 def _directives(filesystems: str, extra: str) -> str:

@@ -31,8 +31,6 @@ from __future__ import annotations
 from typing import Any
 
 from parsl.config import Config
-from parsl.launchers import SrunLauncher
-from parsl.providers import SlurmProvider
 
 from ._hpc import (
     REQUIRED,
@@ -40,15 +38,13 @@ from ._hpc import (
     Limit,
     QueueRule,
     allocation_from,
-    batch_config,
-    batch_executor,
-    compose_worker_init,
     format_walltime,
     option,
     require,
     resolve_address,
     rules_text,
     site_plan,
+    slurm_config,
 )
 
 DESCRIPTION = "OLCF Frontier (Slurm): one worker per MI250X GPU die (GCD), 8 per node"
@@ -190,24 +186,12 @@ def make_config(
     require("frontier", "account", account, "the OLCF project to charge")
     layout = plan(workers, queue=queue, nodes=nodes, nodes_per_block=nodes_per_block, walltime=walltime)
     partition, qos = PLACEMENT.get(queue, (queue, None))
-    address = resolve_address("frontier", interface, address)
-    provider = SlurmProvider(
-        account=account,
-        partition=partition or None,
-        qos=qos,
-        nodes_per_block=layout.nodes_per_block,
-        init_blocks=layout.blocks,
-        min_blocks=0,
-        max_blocks=layout.blocks,
-        walltime=format_walltime(layout.walltime),
-        scheduler_options=(scheduler_options or "").strip(),
-        worker_init=compose_worker_init(worker_init, ENV_PREAMBLE, layout.walltime, JOB_ENVIRONMENT),
-        exclusive=True,
-        cmd_timeout=60,
-        launcher=SrunLauncher(overrides=SRUN_OVERRIDES),
+    return slurm_config(
+        "frontier", run_dir, layout, address=resolve_address("frontier", interface, address), account=account,
+        partition=partition or None, qos=qos, scheduler_options=scheduler_options, worker_init=worker_init,
+        preamble=ENV_PREAMBLE, job_environment=JOB_ENVIRONMENT, srun_overrides=SRUN_OVERRIDES, accelerators=GCDS,
+        cpu_affinity=cpu_affinity, retries=retries,
     )
-    executor = batch_executor("adbo_frontier", address, provider, layout.slots_per_node, GCDS, cpu_affinity)
-    return batch_config(executor, run_dir, retries)
 
 
 def slots_per_node(**_: Any) -> int:

@@ -12,18 +12,14 @@ from typing import Any
 from parsl.config import Config
 from parsl.launchers import MpiExecLauncher, SingleNodeLauncher
 from parsl.launchers.base import Launcher
-from parsl.providers import PBSProProvider
 
 from ._hpc import (
     generic_plan,
     BatchPlan,
     allocation_from,
-    batch_config,
-    batch_executor,
     checked_int,
-    compose_worker_init,
-    format_walltime,
     option,
+    pbs_config,
     resolve_address,
     slots_from,
 )
@@ -86,23 +82,14 @@ def make_config(
     layout = plan(workers, nodes=nodes, nodes_per_block=nodes_per_block, walltime=walltime,
                   gpus_per_node=gpus_per_node, workers_per_node=workers_per_node, queue=queue)
     gpus = int(gpus_per_node)
-    address = resolve_address("pbs", interface, address)
-    provider = PBSProProvider(
-        account=account,
-        queue=queue,
-        scheduler_options=(scheduler_options or "").strip(),
+    return pbs_config(
+        "pbs", run_dir, layout, account=account, queue=queue, address=resolve_address("pbs", interface, address),
+        scheduler_options=scheduler_options,
         select_options=select_options if select_options is not None else (f"ngpus={gpus}" if gpus else ""),
-        worker_init=compose_worker_init(worker_init, "", layout.walltime),
-        nodes_per_block=layout.nodes_per_block,
-        cpus_per_node=checked_int("pbs", "cpus_per_node", cpus_per_node),
-        init_blocks=layout.blocks,
-        min_blocks=0,
-        max_blocks=layout.blocks,
-        walltime=format_walltime(layout.walltime),
-        launcher=_launcher(layout.nodes_per_block, launcher_overrides),
+        worker_init=worker_init, cpus_per_node=checked_int("pbs", "cpus_per_node", cpus_per_node),
+        launcher=_launcher(layout.nodes_per_block, launcher_overrides), accelerators=gpus,
+        cpu_affinity=cpu_affinity, retries=retries,
     )
-    executor = batch_executor("adbo_pbs", address, provider, layout.slots_per_node, gpus, cpu_affinity)
-    return batch_config(executor, run_dir, retries)
 
 
 def _launcher(nodes_per_block: int, overrides: str) -> Launcher:

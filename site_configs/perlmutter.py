@@ -14,8 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from parsl.config import Config
-from parsl.launchers import SrunLauncher
-from parsl.providers import SlurmProvider
 
 from ._hpc import (
     REQUIRED,
@@ -23,15 +21,12 @@ from ._hpc import (
     Limit,
     QueueRule,
     allocation_from,
-    batch_config,
-    batch_executor,
-    compose_worker_init,
-    format_walltime,
     option,
     require,
     resolve_address,
     rules_text,
     site_plan,
+    slurm_config,
 )
 
 DESCRIPTION = "NERSC Perlmutter GPU nodes (Slurm): one worker per A100 GPU, 4 per node"
@@ -104,25 +99,12 @@ def make_config(
     """A fresh Perlmutter config with one worker slot per GPU and enough GPUs for ``workers``."""
     require("perlmutter", "account", account, "the NERSC project to charge")
     layout = plan(workers, queue=queue, nodes=nodes, nodes_per_block=nodes_per_block, walltime=walltime)
-    address = resolve_address("perlmutter", interface, address)
-    provider = SlurmProvider(
-        account=account,
-        qos=queue,
-        constraint=constraint or None,
-        nodes_per_block=layout.nodes_per_block,
-        gpus_per_node=GPUS_PER_NODE,
-        init_blocks=layout.blocks,
-        min_blocks=0,
-        max_blocks=layout.blocks,
-        walltime=format_walltime(layout.walltime),
-        scheduler_options=(scheduler_options or "").strip(),
-        worker_init=compose_worker_init(worker_init, ENV_PREAMBLE, layout.walltime),
-        exclusive=True,
-        cmd_timeout=60,
-        launcher=SrunLauncher(overrides=SRUN_OVERRIDES),
+    return slurm_config(
+        "perlmutter", run_dir, layout, address=resolve_address("perlmutter", interface, address), account=account,
+        qos=queue, constraint=constraint or None, gpus_per_node=GPUS_PER_NODE, scheduler_options=scheduler_options,
+        worker_init=worker_init, preamble=ENV_PREAMBLE, srun_overrides=SRUN_OVERRIDES, accelerators=GPUS_PER_NODE,
+        cpu_affinity=cpu_affinity, retries=retries,
     )
-    executor = batch_executor("adbo_perlmutter", address, provider, layout.slots_per_node, GPUS_PER_NODE, cpu_affinity)
-    return batch_config(executor, run_dir, retries)
 
 
 def slots_per_node(**_: Any) -> int:

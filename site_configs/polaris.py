@@ -18,7 +18,6 @@ from typing import Any
 
 from parsl.config import Config
 from parsl.launchers import MpiExecLauncher
-from parsl.providers import PBSProProvider
 
 from ._hpc import (
     REQUIRED,
@@ -26,11 +25,8 @@ from ._hpc import (
     Limit,
     QueueRule,
     allocation_from,
-    batch_config,
-    batch_executor,
-    compose_worker_init,
-    format_walltime,
     option,
+    pbs_config,
     require,
     resolve_address,
     rules_text,
@@ -122,23 +118,14 @@ def make_config(
     """A fresh Polaris config with one worker slot per GPU and enough GPUs for ``workers``."""
     require("polaris", "account", account, "the ALCF project to charge")
     layout = plan(workers, queue=queue, nodes=nodes, nodes_per_block=nodes_per_block, walltime=walltime)
-    provider = PBSProProvider(
-        account=account,
-        queue=queue,
-        scheduler_options=_directives(filesystems, scheduler_options),
-        select_options=f"ngpus={GPUS_PER_NODE}",
-        worker_init=compose_worker_init(worker_init, ENV_PREAMBLE, layout.walltime, ("export TMPDIR=/tmp",)),
-        nodes_per_block=layout.nodes_per_block,
-        cpus_per_node=64,
-        init_blocks=layout.blocks,
-        min_blocks=0,
-        max_blocks=layout.blocks,
-        walltime=format_walltime(layout.walltime),
+    return pbs_config(
+        "polaris", run_dir, layout, account=account, queue=queue,
+        scheduler_options=_directives(filesystems, scheduler_options), select_options=f"ngpus={GPUS_PER_NODE}",
+        worker_init=worker_init, preamble=ENV_PREAMBLE, job_environment=("export TMPDIR=/tmp",), cpus_per_node=64,
         launcher=MpiExecLauncher(bind_cmd="--cpu-bind", overrides="--depth=64 --ppn 1"),
+        address=resolve_address("polaris", interface, address), accelerators=GPUS_PER_NODE,
+        cpu_affinity=cpu_affinity, retries=retries,
     )
-    executor = batch_executor("adbo_polaris", resolve_address("polaris", interface, address), provider,
-                              layout.slots_per_node, GPUS_PER_NODE, cpu_affinity)
-    return batch_config(executor, run_dir, retries)
 
 
 def _directives(filesystems: str, extra: str) -> str:

@@ -10,20 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from parsl.config import Config
-from parsl.launchers import SrunLauncher
-from parsl.providers import SlurmProvider
 
 from ._hpc import (
     generic_plan,
     BatchPlan,
     allocation_from,
-    batch_config,
-    batch_executor,
-    compose_worker_init,
-    format_walltime,
     option,
     resolve_address,
     slots_from,
+    slurm_config,
 )
 
 DESCRIPTION = "a Slurm cluster: one worker per GPU (or per node, or --workers-per-node), any partition and QOS"
@@ -87,25 +82,12 @@ def make_config(
     overrides = (launcher_overrides or "").strip()
     if gpus and "--gpus" not in overrides:
         overrides = f"{overrides} --gpus-per-node={gpus}".strip()  # steps see the job's GPUs
-    provider = SlurmProvider(
-        partition=queue or None,
-        account=account or None,
-        qos=qos or None,
-        constraint=constraint or None,
-        nodes_per_block=layout.nodes_per_block,
-        gpus_per_node=gpus or None,
-        init_blocks=layout.blocks,
-        min_blocks=0,
-        max_blocks=layout.blocks,
-        walltime=format_walltime(layout.walltime),
-        scheduler_options=(scheduler_options or "").strip(),
-        worker_init=compose_worker_init(worker_init, "", layout.walltime),
-        exclusive=True,
-        cmd_timeout=60,
-        launcher=SrunLauncher(overrides=overrides),
+    return slurm_config(
+        "slurm", run_dir, layout, address=address, account=account or None, partition=queue or None,
+        qos=qos or None, constraint=constraint or None, gpus_per_node=gpus or None,
+        scheduler_options=scheduler_options, worker_init=worker_init, srun_overrides=overrides,
+        accelerators=gpus, cpu_affinity=cpu_affinity, retries=retries,
     )
-    executor = batch_executor("adbo_slurm", address, provider, layout.slots_per_node, gpus, cpu_affinity)
-    return batch_config(executor, run_dir, retries)
 
 
 def slots_per_node(*, gpus_per_node: int = 0, workers_per_node: int | None = None, **_: Any) -> int:
