@@ -20,8 +20,9 @@ that starts the search (``t0``, taken just before it) and lasts ``--budget-s`` s
 Reported per method and seed: the best value among the evaluations that *finished* within the
 budget and its regret against the table's optimum, the evaluations finished, and the utilization
 counted from ``t0`` (busy time of the W workers within [t0, t0 + budget], evaluations still
-running cut at the end, over W x budget: start-up counts against it); per method the medians
-over seeds. ``--quick`` is a smoke run (2 workers, 8 s, one seed, one cheap method set).
+running cut at the end, over W x budget: start-up counts against it); for adbo also the share of
+evaluations proposed during the previous evaluation (``proposed_ahead``, ``overlap``); per method
+the medians over seeds. ``--quick`` is a smoke run (2 workers, 8 s, one seed, one cheap method set).
 
 Usage: ``python benchmarks/parallel_wallclock.py --json OUT.json [--problem hpolib_naval_propulsion]
 [--workers 8] [--budget-s 70] [--scale 0.01,0.056] [--seeds 5] [--methods adbo,optuna_tpe,...]``.
@@ -221,7 +222,9 @@ def run_adbo(objective: _tabular.SleepingTable, workers: int, budget: float, see
     _, table, _ = scan_run(run_dir)
     records = [(r.worker, r.t_started, r.t_finished if r.status != 0 else float("nan"), r.objective)
                for r in table.rows if np.isfinite(r.t_started)]
-    return t0, records
+    # Evaluations whose configuration was proposed during the worker's previous evaluation (overlap).
+    ahead = sum("proposal_age_s" in r.metadata for r in table.rows)
+    return t0, records, ahead
 
 
 def summarize(method: str, seed: int, t0: float, budget: float, workers: int, optimum: float,
@@ -280,12 +283,14 @@ def main() -> None:
                 for method in methods:  # methods interleaved per seed, so load drifts hit all alike
                     where = Path(scratch) / f"{method}-{scale}-{seed}"
                     where.mkdir()
+                    extra = {}
                     if method == "adbo":
-                        t0, records = run_adbo(objective, args.workers, args.budget_s, seed, where, adbo_options)
+                        t0, records, ahead = run_adbo(objective, args.workers, args.budget_s, seed, where, adbo_options)
+                        extra["proposed_ahead"] = ahead / max(1, len(records))
                     else:
                         t0, records = run_anchor(method, objective, args.workers, args.budget_s, seed, where)
                     runs.append({"scale": scale, **summarize(method, seed, t0, args.budget_s, args.workers,
-                                                             optimum, records)})
+                                                             optimum, records), **extra})
                     if args.log:
                         with open(args.log, "a") as fh:
                             fh.write(json.dumps({"problem": args.problem, "workers": args.workers,
