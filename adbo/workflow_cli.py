@@ -68,9 +68,7 @@ def add_launch_arguments(parser: argparse.ArgumentParser, run_dir_default: str, 
                             "evaluation: nothing is stopped there; default: unknown), window (judge against only the "
                             "newest N curves at a rung; default 0: all), finishers (once N evaluations have "
                             "finished, also stop a curve that is worse at a rung than the best N finished ones "
-                            "all were there; default 0: off), ranks (0: then judge by that bar alone; default 1), "
-                            "min_correlation (once 8 evaluations have finished, stop nothing at a rung whose values "
-                            "rank them with a Spearman correlation to their final values below this; default 0: off); "
+                            "all were there; default 0: off), ranks (0: then judge by that bar alone; default 1); "
                             "median takes min_step, "
                             "min_peers (5), publish_every (3), max_step; extrapolate takes max_step (default: the "
                             "furthest step seen), min_step, reduction, min_points (3), min_peers (3)")
