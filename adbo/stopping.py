@@ -23,7 +23,6 @@ The benchmark behind the defaults is ``benchmarks/early_stopping.py``.
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -89,16 +88,6 @@ class CurveBook:
 
     def to_loss(self, value: float) -> float:
         return -value if self.maximize else value
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation of two samples (average ranks for ties; 0 when either is constant)."""
-    from scipy.stats import rankdata
-
-    ra, rb = rankdata(a), rankdata(b)
-    if len(a) < 2 or ra.std() == 0 or rb.std() == 0:
-        return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def _best_at(steps: np.ndarray, losses: np.ndarray, step: float) -> float:
@@ -178,26 +167,12 @@ class SuccessiveHalving:
     ranks: int = 1
     """1: the rank test applies as well (stop if either says so); 0: once ``finishers`` curves
     have finished, only their bar applies."""
-    min_correlation: float = 0.0
-    """Trust a rung only as far as the run shows it predicts the end: once ``CORRELATION_FROM``
-    curves have finished, nothing is stopped at a rung where the rank correlation (Spearman)
-    between their values there and their final values is below this. Curves of some models
-    cross (the best CANDLE Combo configurations start worst), so a rung that ranks them
-    poorly would stop exactly the configurations worth keeping; where early ranks hold, the rung
-    keeps stopping. 0: off."""
     name: str = "asha"
-
-    CORRELATION_FROM = 8
-    """Finished curves needed before ``min_correlation`` judges a rung (before: every rung counts)."""
 
     def __post_init__(self) -> None:
         _check(self.min_step > 0, f"min_step must be positive, not {self.min_step}")
         _check(self.reduction > 1, f"reduction must be above 1, not {self.reduction}")
         _check(self.finishers >= 0, f"finishers must be 0 (off) or a count, not {self.finishers}")
-        _check(-1 <= self.min_correlation <= 1, f"min_correlation must lie in [-1, 1], not {self.min_correlation}")
-        # Per book (one stopper may judge for several workers' books): rung -> (finished, correlation).
-        self._correlations: "weakref.WeakKeyDictionary[CurveBook, dict[float, tuple[int, float]]]" = (
-            weakref.WeakKeyDictionary())
 
     def _bar(self, book: CurveBook, rung: float) -> float | None:
         """The worst value at ``rung`` among the best ``finishers`` finished curves (None: too few)."""
@@ -214,26 +189,6 @@ class SuccessiveHalving:
         values = [index[key] for key in best if key in index]
         return max(values) if values else None
 
-    def _predictive(self, book: CurveBook, rung: float) -> bool:
-        """Whether finished curves' values at ``rung`` rank them as their final values do."""
-        if self.min_correlation <= 0:
-            return True
-        last = self.max_step if self.max_step is not None else book.max_step()
-        if last <= rung:
-            return True
-        finals = book.at(last)
-        if len(finals) < self.CORRELATION_FROM:
-            return True
-        index = book.at(rung)
-        keys = [key for key in finals if key in index]
-        known = self._correlations.setdefault(book, {})
-        cached = known.get(rung)
-        if cached is None or cached[0] != len(keys):
-            at_rung = np.array([index[key] for key in keys])
-            final = np.array([finals[key] for key in keys])
-            cached = known[rung] = (len(keys), _spearman(at_rung, final))
-        return cached[1] >= self.min_correlation
-
     def _rung(self, previous: float, step: float) -> float | None:
         rung = _crossed(previous, step, self.min_step, self.reduction)
         return None if rung is None or (self.max_step is not None and rung >= self.max_step) else rung
@@ -248,7 +203,7 @@ class SuccessiveHalving:
             return None
         index = book.at(rung)
         own = index.get(key)
-        if own is None or len(index) < max(1, self.min_peers) or not self._predictive(book, rung):
+        if own is None or len(index) < max(1, self.min_peers):
             return None
         bar = self._bar(book, rung)
         if bar is not None and own > bar:

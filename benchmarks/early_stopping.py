@@ -559,19 +559,13 @@ def simulate(method: str, problem: Any, workers: int, seed: int, budget_steps: i
 RECORD_VERSION = 1
 
 
-NEUTRAL_NEW_OPTIONS = {"min_correlation": 0.0}
-"""Stopper options added after runs were cached, at the value that leaves the rule as it was:
-left out of the signature, so those runs stay valid."""
-
-
 def method_signature(method: str) -> dict[str, Any]:
     """What a cached run of ``method`` was made with, so runs under other defaults are redone."""
     base, stop, options = parse_method(method)
     sig: dict[str, Any] = {"version": RECORD_VERSION, "max_step": MAX_STEP}
     if base in ("adbo", "random"):
         stopper = make_stopper(stop, **{k: v for k, v in options.items() if k != "partial"})
-        sig["stopper"] = {f.name: getattr(stopper, f.name) for f in fields(stopper)
-                          if getattr(stopper, f.name) != NEUTRAL_NEW_OPTIONS.get(f.name, object())}
+        sig["stopper"] = {f.name: getattr(stopper, f.name) for f in fields(stopper)}
         if base == "adbo":
             sig["proposer"] = {f.name: getattr(ProposerSettings(), f.name) for f in fields(ProposerSettings)}
             sig["partial"] = options.get("partial", DEFAULT_PARTIAL)

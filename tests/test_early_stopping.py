@@ -266,29 +266,6 @@ def test_the_finishers_bar_follows_the_curves_that_ended_best():
     assert bar.should_stop(_book({**mirrored, (9, 0): [-0.38]}, maximize=True), (9, 0)) is None
 
 
-def test_min_correlation_skips_rungs_that_do_not_predict_how_finished_curves_ended():
-    # Ten finished curves of 9 steps. At step 1 their order is the reverse of their final order
-    # (the best ended from the worst start, as CANDLE Combo's do); from step 3 on it is the final one.
-    finished = {(0, i): [1.0 - 0.05 * i, 0.9 - 0.05 * i] + [0.2 + 0.05 * i] * 7 for i in range(10)}
-    late = {**finished, (9, 0): [0.99]}  # a start worse than every finished curve's
-    rule = SuccessiveHalving(min_peers=3, max_step=9, min_correlation=0.5)
-    assert "ranked" in SuccessiveHalving(min_peers=3, max_step=9).should_stop(_book(late), (9, 0))
-    assert rule.should_stop(_book(late), (9, 0)) is None, "step 1 predicted the end backwards here"
-    # At step 3 the finished curves' order is their final one: the rung stops a poor curve.
-    assert "ranked" in rule.should_stop(_book({**finished, (9, 0): [0.99, 0.98, 0.97]}), (9, 0))
-    # Before CORRELATION_FROM curves have finished, every rung counts.
-    few = {k: v for k, v in finished.items() if k[1] < SuccessiveHalving.CORRELATION_FROM - 1}
-    assert "ranked" in rule.should_stop(_book({**few, (9, 0): [0.99]}), (9, 0))
-    # One stopper judging several workers' books keeps their correlations apart.
-    agreeing = {(0, i): [0.1 * i] * 9 for i in range(10)}
-    assert "ranked" in rule.should_stop(_book({**agreeing, (9, 0): [0.99]}), (9, 0))
-    assert rule.should_stop(_book(late), (9, 0)) is None
-    from adbo.workflow_cli import parse_stopper_options
-    assert make_stopper("asha", **parse_stopper_options("min_correlation=0.7")).min_correlation == 0.7
-    with pytest.raises(ValueError, match="min_correlation must lie in"):
-        make_stopper("asha", min_correlation=2)
-
-
 def test_median_and_extrapolation_rules():
     median = MedianRule(min_step=2, min_peers=3)
     peers = {(0, i): list(np.linspace(1.0, 0.2 + 0.1 * i, 10)) for i in range(5)}
@@ -307,7 +284,7 @@ def test_median_and_extrapolation_rules():
 def test_unknown_stoppers_and_options_name_the_fix():
     with pytest.raises(ValueError, match="choose one of none, asha, median, extrapolate"):
         make_stopper("hyperband")
-    with pytest.raises(ValueError, match="its options: finishers, max_step, min_correlation, min_peers, min_step, ranks, reduction, window"):
+    with pytest.raises(ValueError, match="its options: finishers, max_step, min_peers, min_step, ranks, reduction, window"):
         make_stopper("asha", eta=3)
 
 
