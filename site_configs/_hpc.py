@@ -390,6 +390,13 @@ def batch_config(executor: HighThroughputExecutor, run_dir: str, retries: int) -
     )
 
 
+def _all_blocks_at_once(layout: BatchPlan) -> dict[str, Any]:
+    """Provider settings that submit every block of the plan at the start and never scale: the
+    workers are long-lived, and a block added later would start its workers after the others."""
+    return {"nodes_per_block": layout.nodes_per_block, "init_blocks": layout.blocks, "min_blocks": 0,
+            "max_blocks": layout.blocks, "walltime": format_walltime(layout.walltime)}
+
+
 def pbs_config(site: str, run_dir: str, layout: BatchPlan, *, address: str, account: str | None, queue: str | None,
                scheduler_options: str, select_options: str, cpus_per_node: int, launcher: Launcher,
                worker_init: str | None, preamble: str = "", job_environment: tuple[str, ...] = (),
@@ -405,13 +412,9 @@ def pbs_config(site: str, run_dir: str, layout: BatchPlan, *, address: str, acco
         scheduler_options=(scheduler_options or "").strip(),
         select_options=select_options,
         worker_init=compose_worker_init(worker_init, preamble, layout.walltime, job_environment),
-        nodes_per_block=layout.nodes_per_block,
         cpus_per_node=cpus_per_node,
-        init_blocks=layout.blocks,
-        min_blocks=0,
-        max_blocks=layout.blocks,
-        walltime=format_walltime(layout.walltime),
         launcher=launcher,
+        **_all_blocks_at_once(layout),
     )
     executor = batch_executor(f"adbo_{site}", address, provider, layout.slots_per_node, accelerators, cpu_affinity)
     return batch_config(executor, run_dir, retries)
@@ -432,17 +435,13 @@ def slurm_config(site: str, run_dir: str, layout: BatchPlan, *, address: str, ac
         account=account,
         qos=qos,
         constraint=constraint,
-        nodes_per_block=layout.nodes_per_block,
         gpus_per_node=gpus_per_node,
-        init_blocks=layout.blocks,
-        min_blocks=0,
-        max_blocks=layout.blocks,
-        walltime=format_walltime(layout.walltime),
         scheduler_options=(scheduler_options or "").strip(),
         worker_init=compose_worker_init(worker_init, preamble, layout.walltime, job_environment),
         exclusive=True,
         cmd_timeout=60,
         launcher=SrunLauncher(overrides=srun_overrides),
+        **_all_blocks_at_once(layout),
     )
     executor = batch_executor(f"adbo_{site}", address, provider, layout.slots_per_node, accelerators, cpu_affinity)
     return batch_config(executor, run_dir, retries)
