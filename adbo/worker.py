@@ -8,6 +8,7 @@ continues its own sequence.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import math
@@ -268,8 +269,8 @@ class Worker:
         self._ahead: _Ahead | None = None
         self._last_ahead_work_s = 0.0
         self._overlap = overlap_mode(settings.overlap)
-        self._step_work_s: list[float] = []
-        """Seconds each recent BO step (final scan and proposal) took, wherever it ran."""
+        self._step_work_s: collections.deque[float] = collections.deque(maxlen=10)
+        """Seconds each of the last ten BO steps (final scan and proposal) took, wherever it ran."""
         self._overlapping = False
         self._surrogate_ready = threading.Event()
         self._proposals_before_ready = 0
@@ -478,11 +479,13 @@ class Worker:
         """Whether the next step is computed during the evaluation about to start."""
         if self._overlap != "auto":
             return self._overlap == "on"
-        wanted = (len(self.durations) >= 5 and len(self._step_work_s) >= 5
-                  and statistics.median(self._step_work_s[-10:]) >= self.AUTO_OVERLAP_SHARE * self._typical_duration())
+        if len(self.durations) < 5 or len(self._step_work_s) < 5:
+            return False
+        step, evaluation = statistics.median(self._step_work_s), self._typical_duration()
+        wanted = step >= self.AUTO_OVERLAP_SHARE * evaluation
         if wanted != self._overlapping:
             self.log.info("overlap %s: BO step %.3f s, evaluation %.3f s (median)", "on" if wanted else "off",
-                          statistics.median(self._step_work_s[-10:]), self._typical_duration())
+                          step, evaluation)
             self._overlapping = wanted
         return wanted
 
@@ -661,7 +664,6 @@ class Worker:
             x, n_obs, kappa = self.propose(ahead)
             if ahead is None:
                 self._step_work_s.append(scan_s + time.time() - t_propose)
-            del self._step_work_s[:-20]
             if x is None:
                 reason = "every configuration of the space has been evaluated"
                 break

@@ -8,7 +8,7 @@ that start late count against it. The objective is 10-D Ackley that sleeps N(MEA
 
 * ``adbo``: ``adbo.launch`` on the ``local`` site (Parsl HighThroughputExecutor on 127.0.0.1,
   one process per worker) with default settings (``overlap="auto"``: the next proposal is computed
-  during the evaluation only where the BO step takes 5% of an evaluation or more); stopped by the
+  during the evaluation only where the BO step takes 2% of an evaluation or more); stopped by the
   run's STOP file at the window end.
 * ``adbo_overlap``: the same with ``overlap="on"`` (the scan and the next proposal always run while
   the objective runs); also reports how old the data behind each proposal was and how many results
