@@ -274,7 +274,7 @@ def launch(
     digests the others read, so that a scan opens a file or two rather than one per peer's
     result (``adbo.digests``); ``auto`` turns it on from 128 workers. ``overlap`` (``"auto"``,
     ``"on"``, ``"off"``): compute the next proposal while the evaluation runs; ``auto`` does it
-    for a worker whose BO step takes 2% of its evaluation time or more (short evaluations).
+    for a worker whose BO step takes 2% of its evaluation time or more, yet less than all of it.
     """
     from .site_configs import load_site
 

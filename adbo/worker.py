@@ -79,7 +79,8 @@ class WorkerSettings(ProposerSettings):
     BO step leaves the critical path. The thread starts late in the evaluation (at this worker's
     10th percentile of evaluation times, less the step's own duration) so that the proposal misses
     few results. ``"on"`` (or True) always, ``"off"`` (or False) never; ``"auto"`` only while this
-    worker's BO step takes ``AUTO_OVERLAP_SHARE`` of its typical evaluation time or more: a stale
+    worker's BO step takes ``AUTO_OVERLAP_SHARE`` of its typical evaluation time or more, but less
+    than the whole of it: a stale
     proposal costs search quality, a step on the critical path costs evaluations, and only short
     evaluations make the second the larger loss (``overlap_mode``)."""
     max_worker_evals: int | None = None
@@ -469,7 +470,8 @@ class Worker:
 
     AUTO_OVERLAP_SHARE = 0.02
     """``overlap="auto"`` proposes during the evaluation once the median of the last ten BO steps
-    reaches this share of the median evaluation (five evaluations known at least). Measured in
+    reaches this share of the median evaluation, and stays shorter than it (five evaluations known
+    at least; near-instant evaluations leave nothing to hide the step in). Measured in
     docs/tabular_quality.md (8 workers on 2 cores, evaluations of about 0.7 s, 5 seeds): median
     utilization 0.948 without overlap, 0.961 with a 5% share (the step hovers near it, so it
     engaged in three runs of five), 0.975 with 2%; at equal evaluations the stale proposals cost
@@ -482,7 +484,9 @@ class Worker:
         if len(self.durations) < 5 or len(self._step_work_s) < 5:
             return False
         step, evaluation = statistics.median(self._step_work_s), self._typical_duration()
-        wanted = step >= self.AUTO_OVERLAP_SHARE * evaluation
+        # A step as long as the evaluation cannot leave the critical path (the worker waits for it
+        # either way), so overlapping it would only make the proposal stale.
+        wanted = self.AUTO_OVERLAP_SHARE * evaluation <= step < evaluation
         if wanted != self._overlapping:
             self.log.info("overlap %s: BO step %.3f s, evaluation %.3f s (median)", "on" if wanted else "off",
                           step, evaluation)

@@ -41,8 +41,8 @@ def add_launch_arguments(parser: argparse.ArgumentParser, run_dir_default: str, 
     group.add_argument("--seed", type=int, default=0, help="seed of the workers' random streams (default: 0)")
     group.add_argument("--overlap", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
                        help="scan and propose in a background thread while each evaluation runs: 'on', 'off', or "
-                            "'auto', on for a worker whose BO step takes 2%% of its evaluation time or more "
-                            "(default: auto; a bare --overlap means on)")
+                            "'auto', on for a worker whose BO step takes 2%% of its evaluation time or more, yet less "
+                            "than all of it (default: auto; a bare --overlap means on)")
     group.add_argument("--no-progress", action="store_true",
                        help="no live bar: a start line and a one-line update every 30 s (the default when "
                             "output goes to a file)")

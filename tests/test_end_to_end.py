@@ -167,9 +167,10 @@ def test_overlap_proposes_while_evaluating_and_records_staleness(tmp_path):
 
 
 def test_overlap_turns_itself_on_when_the_bo_step_is_a_large_share_of_short_evaluations(tmp_path):
-    # Evaluations of 20 ms: a surrogate fit and 3,500 scored candidates take longer than 5% of
-    # that, so the default ("auto") moves the step into the evaluation; "off" never does.
-    objective = SyntheticObjective("branin", eval_time=(0.02, 0.0))
+    # Evaluations of 0.2 s: a surrogate fit and 3,500 scored candidates take more than 2% of that
+    # but less than all of it, so the default ("auto") moves the step into the evaluation; "off"
+    # never does, nor "auto" when evaluations are instant (nothing to hide the step in).
+    objective = SyntheticObjective("branin", eval_time=(0.2, 0.0))
     auto_dir, off_dir = str(tmp_path / "auto"), str(tmp_path / "off")
     result = adbo.launch(objective, objective.space(), auto_dir, site="local-threads", workers=2, max_evals=40,
                          direction="minimize", n_initial=4, progress=False)
@@ -185,6 +186,10 @@ def test_overlap_turns_itself_on_when_the_bo_step_is_a_large_share_of_short_eval
     assert not result.worker_errors
     off = adbo.load_results(off_dir)
     assert "metadata_proposal_age_s" not in off.columns or off.metadata_proposal_age_s.isna().all()
+    instant = SyntheticObjective("branin")
+    result = adbo.launch(instant, instant.space(), str(tmp_path / "instant"), site="local-threads", workers=2,
+                         max_evals=30, direction="minimize", n_initial=4, progress=False)
+    assert not result.worker_errors and sum(r["proposed_ahead"] for r in result.worker_reports) == 0
     with pytest.raises(ValueError, match="overlap must be 'auto', 'on' or 'off'"):
         adbo.launch(objective, objective.space(), str(tmp_path / "bad"), site="local-threads", workers=1,
                     max_evals=2, overlap="sometimes", progress=False)
