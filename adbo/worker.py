@@ -271,7 +271,7 @@ class Worker:
         self._last_ahead_work_s = 0.0
         self._overlap = overlap_mode(settings.overlap)
         self._step_work_s: collections.deque[float] = collections.deque(maxlen=10)
-        """Seconds each of the last ten BO steps (final scan and proposal) took, wherever it ran."""
+        """Seconds each of the last ten surrogate steps (final scan, fit, proposal) took, wherever it ran."""
         self._overlapping = False
         self._surrogate_ready = threading.Event()
         self._proposals_before_ready = 0
@@ -655,7 +655,8 @@ class Worker:
             if ahead is not None and ahead.result is not None:
                 scan_s = ahead.scan_s  # scanned during the evaluation, off the critical path
                 self._last_ahead_work_s = ahead.work_s
-                self._step_work_s.append(ahead.work_s)
+                if ahead.result.n_observations:
+                    self._step_work_s.append(ahead.work_s)
             else:
                 ahead = None
                 t_scan = time.time()
@@ -666,7 +667,7 @@ class Worker:
                 break
             t_propose = time.time()
             x, n_obs, kappa = self.propose(ahead)
-            if ahead is None:
+            if ahead is None and n_obs:  # surrogate steps only: a design point costs nothing to read
                 self._step_work_s.append(scan_s + time.time() - t_propose)
             if x is None:
                 reason = "every configuration of the space has been evaluated"
