@@ -27,6 +27,8 @@ class ProposerSettings:
     n_initial: int = 10
     """Results needed (across all workers) before the surrogate replaces the space-filling design."""
     surrogate: str = "extra_trees"
+    """``extra_trees``, ``random_forest``, ``gp`` or ``gp_then_trees`` (a GP while a worker fits at
+    most 250 results, the trees beyond); see ``adbo.surrogates`` and docs/tabular_quality.md."""
     kappa_mean: float = 1.96
     kappa_spread: str = "stratified"
     """How workers' kappa_0 come from Exponential(kappa_mean). ``stratified``: worker i takes the

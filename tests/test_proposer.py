@@ -80,9 +80,10 @@ def test_local_moves_start_from_good_results_spread_over_several_basins():
     assert pairwise[np.triu_indices(len(spaced), 1)].min() >= 0.15
 
     # The proposer uses them by default: a proposal from local candidates alone (tight steps) is a
-    # small move around one of those two centres.
-    p = Proposer(SPACE, maximize=True, seed=2, settings=ProposerSettings(n_candidates=1, n_local=600, n_jumps=0,
-                                                                          local_scale=0.01))
+    # small move around one of those two centres. (The trees: a GP's std would favour the one
+    # random candidate, far from every result.)
+    p = Proposer(SPACE, maximize=True, seed=2, settings=ProposerSettings(
+        n_candidates=1, n_local=600, n_jumps=0, local_scale=0.01, surrogate="extra_trees"))
     p.design_used = len(p.design)
     x = p.propose(X, scores, np.full(len(X), OK, dtype=np.int8), set(SPACE.keys(X))).x
     assert min(np.abs(x - X[0]).max(), np.abs(x - X[30]).max()) < 0.06
