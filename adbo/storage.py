@@ -415,7 +415,8 @@ class SegmentReader:
             if name.endswith(".tmp"):
                 continue  # a segment being written right now
             if bucket is None and not is_bucket_name(name):
-                self._skip_once(name, "a stray file, not an adbo shard bucket")
+                kind = "directory" if is_dir else "file"
+                self._skip_once(name, f"a stray {kind}, not an adbo shard bucket; adbo leaves it alone")
             elif bucket is None and not is_dir:
                 self._skip_once(name, "a file named like a shard bucket, which must be a directory; "
                                       "remove or rename it")

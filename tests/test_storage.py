@@ -149,6 +149,7 @@ def test_hostile_files_are_skipped_with_one_warning_each(run_dir):
     (b0 / "w000002-g000000001.h5").write_bytes(good[: len(good) // 2])  # truncated
     (b0 / "notes.txt").write_text("hello")
     (Path(run_dir) / SHARD_DIR / "README").write_text("stray at the top")
+    (Path(run_dir) / SHARD_DIR / "old-results").mkdir()
     SegmentWriter(run_dir, 3, "another-run", SPACE.dim).append([row(3, 0)])  # a foreign segment
     with h5py.File(b0 / "w000003-g000000007.h5", "w") as f:
         f.attrs["format_version"] = 99
@@ -165,14 +166,15 @@ def test_hostile_files_are_skipped_with_one_warning_each(run_dir):
         rows = reader.scan()
     assert rows == []
     why = reader.skipped
-    assert len(why) == 9 and len(caught) == 9
+    assert len(why) == 10 and len(caught) == 10
     assert all("ignoring" in str(w.message) for w in caught)
     assert "another-run" in why["b0000/w000003-g000000001.h5"]
     assert "newer" in why["b0000/w000003-g000000007.h5"]
     assert "wrong schema" in why["b0000/w000002-g000000005.h5"]
     assert "named for worker 1" in why["b0000/w000001-g000000004.h5"]
     assert "unknown worker 9" in why["b0000/w000009-g000000001.h5"]
-    assert "stray" in why["README"]
+    assert "a stray file" in why["README"]
+    assert "a stray directory" in why["old-results"] and (Path(run_dir) / SHARD_DIR / "old-results").is_dir()
     # A second scan warns about nothing again, and writing goes on as usual.
     SegmentWriter(run_dir, 0, info.run_id, SPACE.dim).append([row(0, 1)])
     import warnings
