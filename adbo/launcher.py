@@ -233,7 +233,7 @@ def launch(
     walltime_margin: float = 60.0,
     seed: int = 0,
     n_initial: int = 10,
-    surrogate: str = "extra_trees",
+    surrogate: str = "gp_then_trees",
     kappa_mean: float = 1.96,
     decay_period: int = 48,
     decay_rate: float = 0.1,

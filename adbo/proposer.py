@@ -26,9 +26,15 @@ class ProposerSettings:
 
     n_initial: int = 10
     """Results needed (across all workers) before the surrogate replaces the space-filling design."""
-    surrogate: str = "extra_trees"
-    """``extra_trees``, ``random_forest``, ``gp`` or ``gp_then_trees`` (a GP while a worker fits at
-    most 250 results, the trees beyond); see ``adbo.surrogates`` and docs/tabular_quality.md."""
+    surrogate: str = "gp_then_trees"
+    """``gp_then_trees``: a Gaussian process while a worker fits at most 200 results, extremely
+    randomized trees (``extra_trees``) beyond, whose step cost stays flat at any scale, and sooner
+    where the GP step passes a tenth of an evaluation (``Worker.GP_STEP_SHARE``); or
+    ``extra_trees``, ``random_forest``, ``gp``. Measured with benchmarks/quality.py at seeds 10-19
+    (tuned on 0-4), 100 evaluations: geometric-mean best regret GP / trees 0.81 with 1 worker and
+    0.76 with 8 on 12 tabular problems (8 HPOBench MLP tables, 3 NAS-Bench-201 sets, the CANDLE
+    Combo surrogate), lower medians on 4 of 6 synthetic functions with 1 worker and 6 of 6 with 8;
+    neutral after 50 (0.96, 1.06). See docs/tabular_quality.md."""
     kappa_mean: float = 1.96
     kappa_spread: str = "stratified"
     """How workers' kappa_0 come from Exponential(kappa_mean). ``stratified``: worker i takes the
@@ -72,9 +78,9 @@ class ProposerSettings:
     """How unordered categoricals (``Categorical``, not ``OrdinalHyperparameter``) are searched.
     ``unordered``: the surrogate sees one 0/1 column per choice of each such parameter with three
     or more choices (``SearchSpace.features``), and local moves and jumps change such a parameter
-    to another category drawn uniformly. ``ranked``: the same moves, but the default tree ensemble
-    keeps one column per categorical and ranks its categories by their mean score at each fit
-    (other surrogates get the one-hot columns). ``ordered``: the behaviour before 2026-12-04, one
+    to another category drawn uniformly. ``ranked``: the same moves, but the tree ensemble
+    (``surrogate="extra_trees"``) keeps one column per categorical and ranks its categories by
+    their mean score at each fit (other surrogates get the one-hot columns). ``ordered``: the behaviour before 2026-12-04, one
     column of codes in listing order, moved like a number, as if the listing order meant
     something. Ordinals are ordered in every mode. Measured with benchmarks/quality.py on 11
     tabular problems with unordered categoricals (NAS-Bench-201, HPOBench declared categorical;
@@ -118,6 +124,9 @@ class Proposer:
         self.design = space.initial_design(max(s.n_initial, 1), seed=seed * 100_003 + worker)
         self.design_used = 0
         self.bo_steps = 0
+        self.cheap_surrogate = False
+        """Set by the worker when the GP of ``gp_then_trees`` costs too large a share of an
+        evaluation (``Worker.GP_STEP_SHARE``): the extra trees from then on."""
         if s.liar not in ("none", "mean", "min", "max"):
             raise ValueError(f"unknown liar {s.liar!r}; use 'none', 'mean', 'min' or 'max'")
         scale_scores(np.array([0.0, 1.0]), s.scaling)  # an unknown scaling fails here, not mid-run
@@ -180,7 +189,8 @@ class Proposer:
         kappa = self.schedule.kappa(self.bo_steps)
         s = self.settings
         try:
-            model = make_surrogate(s.surrogate, seed=int(self.rng.integers(2**31)))
+            name = "extra_trees" if self.cheap_surrogate and s.surrogate == "gp_then_trees" else s.surrogate
+            model = make_surrogate(name, seed=int(self.rng.integers(2**31)))
             unordered = s.categorical != "ordered"
             if unordered and len(self.space.categorical_columns):
                 model = self._unordered_view(model)

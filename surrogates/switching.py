@@ -11,16 +11,17 @@ from .gp import GaussianProcessSurrogate
 
 
 class GPThenTrees:
-    """A Gaussian process up to ``max_gp_points`` results, extremely randomized trees beyond.
+    """A Gaussian process up to ``max_gp_points`` results, extremely randomized trees beyond (the default).
 
     A GP models a smooth response from few points better than trees do, which is what the first
     hundreds of evaluations of an expensive training need; its fit grows like the cube of the
-    results (about 0.13 s at 200 results and 0.6 s at 400 on one core here, against 0.05 s for the
+    results (0.1-0.3 s at 200 results and 0.6 s at 400 on one core here, against 0.05 s for the
     trees), so a run with thousands of results, as a few hundred workers make within hours, goes
-    on with the trees, whose cost stays flat (``ProposerSettings.max_fit_points``).
+    on with the trees, whose cost stays flat (``ProposerSettings.max_fit_points``). A worker also
+    hands over for good once the GP step passes a tenth of its evaluations (``Worker.GP_STEP_SHARE``).
     """
 
-    def __init__(self, seed: int = 0, max_gp_points: int = 250):
+    def __init__(self, seed: int = 0, max_gp_points: int = 200):
         self.seed = seed
         self.max_gp_points = max_gp_points
         self.model: Any = None

@@ -196,6 +196,24 @@ def test_overlap_turns_itself_on_when_the_bo_step_is_a_large_share_of_short_eval
     assert not (tmp_path / "bad").exists()
 
 
+def test_the_default_surrogate_hands_over_to_the_trees_when_the_gp_outweighs_short_evaluations(tmp_path):
+    # Evaluations of 20 ms: a GP step is more than a tenth of that, so each worker goes on with the
+    # extra trees and says so; with evaluations of 1 s the GP stays.
+    def worker_logs(run_dir):
+        return "".join(p.read_text() for p in (run_dir / "logs").glob("worker-*.log"))
+
+    quick = SyntheticObjective("branin", eval_time=(0.02, 0.0))
+    result = adbo.launch(quick, quick.space(), str(tmp_path / "quick"), site="local-threads", workers=2,
+                         max_evals=30, direction="minimize", n_initial=4, progress=False)
+    assert not result.worker_errors and result.best_value < 5.0
+    assert worker_logs(tmp_path / "quick").count("surrogate: extra trees from here on") == 2
+    slow = SyntheticObjective("branin", eval_time=(1.0, 0.0))
+    result = adbo.launch(slow, slow.space(), str(tmp_path / "slow"), site="local-threads", workers=2,
+                         max_evals=14, direction="minimize", n_initial=4, progress=False)
+    assert not result.worker_errors
+    assert "surrogate: extra trees" not in worker_logs(tmp_path / "slow")
+
+
 def test_overlap_scans_late_in_the_evaluation_once_it_knows_how_long_they_take(tmp_path):
     objective = SyntheticObjective("branin", eval_time=(0.6, 0.0))
     run_dir = str(tmp_path / "late")

@@ -89,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--permanent-dropout", action="store_true",
                    help="keep dropout on at inference, as the original Keras code does")
     s = p.add_argument_group("surrogate")
-    s.add_argument("--surrogate", default="extra_trees",
+    s.add_argument("--surrogate", default="gp_then_trees",
                    choices=["extra_trees", "random_forest", "gp", "gp_then_trees"],
-                   help="surrogate model (default: extra_trees; gp_then_trees: a GP up to 250 results, then the trees)")
+                   help="surrogate model (default: gp_then_trees, a GP up to 200 results, then extra_trees)")
     s.add_argument("--n-initial", type=positive_int, default=10,
                    help="space-filling evaluations before the surrogate is used (default: 10)")
     add_launch_arguments(p, run_dir_default="runs/candle", max_evals_default=100, stopper_default="asha")

@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dimension of ackley, levy, griewank, schwefel (default: 5; branin is 2-D, hartmann6 6-D)")
     p.add_argument("--eval-time", type=parse_eval_time, default=None, metavar="MEAN,STD",
                    help="simulated evaluation time ~ N(MEAN, STD) seconds, as the paper's 60,20 (default: none)")
-    p.add_argument("--surrogate", default="extra_trees",
+    p.add_argument("--surrogate", default="gp_then_trees",
                    choices=["extra_trees", "random_forest", "gp", "gp_then_trees"],
-                   help="surrogate model (default: extra_trees; gp_then_trees: a GP up to 250 results, then the trees)")
+                   help="surrogate model (default: gp_then_trees, a GP up to 200 results, then extra_trees)")
     p.add_argument("--n-initial", type=int, default=10,
                    help="space-filling evaluations before the surrogate is used (default: 10)")
     add_launch_arguments(p, run_dir_default="runs/synthetic", max_evals_default=200)
