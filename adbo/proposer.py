@@ -80,7 +80,8 @@ class ProposerSettings:
     or more choices (``SearchSpace.features``), and local moves and jumps change such a parameter
     to another category drawn uniformly. ``ranked``: the same moves, but the tree ensemble
     (``surrogate="extra_trees"``) keeps one column per categorical and ranks its categories by
-    their mean score at each fit (other surrogates get the one-hot columns). ``ordered``: the behaviour before 2026-12-04, one
+    their mean score at each fit (other surrogates get the one-hot columns). ``ordered``: the
+    behaviour before 2026-12-04, one
     column of codes in listing order, moved like a number, as if the listing order meant
     something. Ordinals are ordered in every mode. Measured with benchmarks/quality.py on 11
     tabular problems with unordered categoricals (NAS-Bench-201, HPOBench declared categorical;
@@ -91,6 +92,10 @@ class ProposerSettings:
     """Above this many results the surrogate is fitted on a subsample: the best quarter of it
     always, the rest drawn at random. Tree fits grow like N log N; this keeps a step's cost flat
     as a run grows to tens of thousands of results, while the region that matters stays dense."""
+
+
+CHEAPER_SURROGATE: dict[str, str] = {"gp_then_trees": "extra_trees"}
+"""Surrogates whose cost grows fast, and the model a worker falls back to when it does."""
 
 
 @dataclass
@@ -125,8 +130,7 @@ class Proposer:
         self.design_used = 0
         self.bo_steps = 0
         self.cheap_surrogate = False
-        """Set by the worker when the GP of ``gp_then_trees`` costs too large a share of an
-        evaluation (``Worker.GP_STEP_SHARE``): the extra trees from then on."""
+        """Whether ``use_cheaper_surrogate`` has switched this proposer to its cheaper model."""
         if s.liar not in ("none", "mean", "min", "max"):
             raise ValueError(f"unknown liar {s.liar!r}; use 'none', 'mean', 'min' or 'max'")
         scale_scores(np.array([0.0, 1.0]), s.scaling)  # an unknown scaling fails here, not mid-run
@@ -189,7 +193,7 @@ class Proposer:
         kappa = self.schedule.kappa(self.bo_steps)
         s = self.settings
         try:
-            name = "extra_trees" if self.cheap_surrogate and s.surrogate == "gp_then_trees" else s.surrogate
+            name = CHEAPER_SURROGATE[s.surrogate] if self.cheap_surrogate else s.surrogate
             model = make_surrogate(name, seed=int(self.rng.integers(2**31)))
             unordered = s.categorical != "ordered"
             if unordered and len(self.space.categorical_columns):
@@ -204,6 +208,16 @@ class Proposer:
             return Proposal(self.random_unseen(exclude), 0, kappa)
         self.bo_steps += 1
         return Proposal(x if x is not None else self.random_unseen(exclude), len(X_fit), kappa)
+
+    def use_cheaper_surrogate(self) -> bool:
+        """Go on with the cheaper model of a surrogate that has one (``CHEAPER_SURROGATE``), for
+        good; True if this call switched. The worker calls it when the step costs too large a
+        share of an evaluation (``Worker.GP_STEP_SHARE``)."""
+        if self.cheap_surrogate or not isinstance(self.settings.surrogate, str) \
+                or self.settings.surrogate not in CHEAPER_SURROGATE:
+            return False
+        self.cheap_surrogate = True
+        return True
 
     def _unordered_view(self, model: Surrogate) -> Surrogate:
         """The model on one-hot features; with ``categorical="ranked"`` the model itself when it

@@ -485,12 +485,10 @@ class Worker:
     GP alone cut utilization to 0.55 (docs/tabular_quality.md)."""
 
     def _check_surrogate_cost(self) -> None:
-        if (self.proposer.cheap_surrogate or self.proposer.settings.surrogate != "gp_then_trees"
-                or len(self.durations) < 5 or len(self._step_work_s) < 5):
+        if self.proposer.cheap_surrogate or len(self.durations) < 5 or len(self._step_work_s) < 5:
             return
         step, evaluation = statistics.median(self._step_work_s), self._typical_duration()
-        if step > self.GP_STEP_SHARE * evaluation:
-            self.proposer.cheap_surrogate = True
+        if step > self.GP_STEP_SHARE * evaluation and self.proposer.use_cheaper_surrogate():
             self.log.info("surrogate: extra trees from here on, the GP step takes %.3f s against "
                           "evaluations of %.3f s (median)", step, evaluation)
 
