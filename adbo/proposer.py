@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import traceback
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from .acquisition import ExplorationSchedule, propose, scale_scores
-from .rows import BUDGET_STATUSES, IN_FLIGHT, OK, VALUED_STATUSES
+from .cost import CostModel
+from .rows import BUDGET_STATUSES, IN_FLIGHT, OK, TIMEOUT, VALUED_STATUSES
 from .space import SearchSpace
 from .surrogate import OnFeatures, Surrogate, make_surrogate
 
@@ -88,10 +90,27 @@ class ProposerSettings:
     100 evaluations, 10 seeds): with 8 workers ``unordered`` left a median best regret 1.8x lower
     than ``ordered`` (geometric mean over problems and seeds), sequentially within noise of it; see
     docs/categoricals.md."""
+    cost_aware: bool = True
+    """Prefer the faster of candidates that promise a similar gain. A second model (``adbo.cost``)
+    learns each evaluation's duration from the run's finished ones; once the configuration
+    explains the durations (out-of-bag R^2 >= 0.3, at least 16 evaluations), candidates that keep
+    at least half of the best promised gain compete on gain per predicted second
+    (``acquisition.cost_aware_order``). Where durations do not depend on the configuration the
+    model is not trusted and proposals are unchanged. See docs/tabular_quality.md."""
     max_fit_points: int = 1000
     """Above this many results the surrogate is fitted on a subsample: the best quarter of it
     always, the rest drawn at random. Tree fits grow like N log N; this keeps a step's cost flat
     as a run grows to tens of thousands of results, while the region that matters stays dense."""
+
+    @classmethod
+    def parse(cls, key: str, raw: str) -> object:
+        """A setting's value from its text on a command line (``cost_aware=false``, ``n_local=500``)."""
+        default = getattr(cls(), key)
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0", "on", "off"):
+                raise ValueError(f"{key} takes true or false, not {raw!r}")
+            return raw.lower() in ("true", "1", "on")
+        return type(default)(raw) if not isinstance(default, str) else raw
 
 
 CHEAPER_SURROGATE: dict[str, str] = {"gp_then_trees": "extra_trees"}
@@ -131,6 +150,9 @@ class Proposer:
         self.bo_steps = 0
         self.cheap_surrogate = False
         """Whether ``use_cheaper_surrogate`` has switched this proposer to its cheaper model."""
+        self.cost_model = CostModel(seed=seed * 1009 + worker)
+        self.log = log
+        """Where the proposer says what it changed; a worker points it at its own log file."""
         if s.liar not in ("none", "mean", "min", "max"):
             raise ValueError(f"unknown liar {s.liar!r}; use 'none', 'mean', 'min' or 'max'")
         scale_scores(np.array([0.0, 1.0]), s.scaling)  # an unknown scaling fails here, not mid-run
@@ -171,8 +193,11 @@ class Proposer:
         return X[chosen], scores[chosen]
 
     def propose(self, X: np.ndarray, y: np.ndarray, status: np.ndarray, exclude: set[bytes],
-                surrogate_ready: bool = True) -> Proposal:
+                surrogate_ready: bool = True, durations: np.ndarray | None = None) -> Proposal:
         """Next configuration not in ``exclude`` (keys of evaluated and in-flight configurations).
+
+        ``durations`` (seconds per row of ``X``, NaN where unknown) feed the cost model
+        (``cost_aware``); without them every candidate counts as equally expensive.
 
         ``surrogate_ready=False`` says the surrogate's library is still being imported in the
         background: the worker then keeps sampling the space instead of waiting for the import
@@ -202,12 +227,43 @@ class Proposer:
             x, _ = propose(self.space, model, X_fit, scores, kappa, exclude, self.rng,
                            n_random=s.n_candidates, n_local=s.n_local, refine_rounds=s.refine_rounds,
                            acquisition=s.acquisition, local_scale=s.local_scale,
-                           n_jumps=s.n_jumps, local_spacing=s.local_spacing, unordered=unordered)
+                           n_jumps=s.n_jumps, local_spacing=s.local_spacing, unordered=unordered,
+                           cost=self._cost(X, status, durations))
         except Exception:  # noqa: BLE001 - a bad fit must not kill the worker: explore instead
-            log.error("surrogate step failed, proposing at random:\n%s", traceback.format_exc())
+            self.log.error("surrogate step failed, proposing at random:\n%s", traceback.format_exc())
             return Proposal(self.random_unseen(exclude), 0, kappa)
         self.bo_steps += 1
         return Proposal(x if x is not None else self.random_unseen(exclude), len(X_fit), kappa)
+
+    def _cost(self, X: np.ndarray, status: np.ndarray,
+              durations: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The relative-cost function for this step, or None while costs are unknown or noise.
+
+        Finished and timed-out evaluations teach it (a timeout's duration is a lower bound, and
+        still says "slow"); stopped ones do not, since they ran only part of their training.
+        A failing cost model is logged and ignored: it must not take the proposal down with it.
+        """
+        if not self.settings.cost_aware or durations is None:
+            return None
+        known = np.isin(status, (OK, TIMEOUT)) & np.isfinite(durations)
+        n = int(known.sum())
+        if self.cost_model.stale(n):
+            trusted = self.cost_model.informative
+            recent = np.flatnonzero(known)[-self.settings.max_fit_points:]
+            try:
+                self.cost_model.fit(self.space.features(X[recent]), durations[recent])
+            except Exception:  # noqa: BLE001
+                self.log.warning("cost model failed to fit; proposing without it:\n%s", traceback.format_exc())
+                self.cost_model.informative = False
+            if self.cost_model.informative != trusted:
+                self.log.info("cost model: %s (out-of-bag R^2 %.2f over %d evaluation times)",
+                              "the configuration explains evaluation times; preferring the faster of "
+                              "similarly promising candidates" if self.cost_model.informative
+                              else "evaluation times no longer follow the configuration; ignoring them",
+                              self.cost_model.r2, n)
+        if not self.cost_model.informative:
+            return None
+        return lambda C: self.cost_model.predict(self.space.features(C))
 
     def use_cheaper_surrogate(self) -> bool:
         """Go on with the cheaper model of a surrogate that has one (``CHEAPER_SURROGATE``), for

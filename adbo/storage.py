@@ -511,6 +511,8 @@ class ResultTable:
         self.status = np.empty(0, dtype=np.int8)
         self.worker = np.empty(0, dtype=np.int64)
         self.seq = np.empty(0, dtype=np.int64)
+        self.duration = np.empty(0)
+        """Seconds from start to finish of each final row (NaN in flight): what the cost model learns."""
         self.n_final = 0
 
     def __len__(self) -> int:
@@ -532,9 +534,11 @@ class ResultTable:
         self.status = grown(self.status, (cap,))
         self.worker = grown(self.worker, (cap,))
         self.seq = grown(self.seq, (cap,))
+        self.duration = grown(self.duration, (cap,))
         self._cap = cap
 
-    def _place(self, worker: int, seq: int, status: int, x: np.ndarray, objective: float) -> int | None:
+    def _place(self, worker: int, seq: int, status: int, x: np.ndarray, objective: float,
+               duration: float = float("nan")) -> int | None:
         """Store one row's numbers; its index if it changed the table, None if it was stale."""
         i = self.index.get((worker, seq))
         if i is None:
@@ -549,6 +553,7 @@ class ResultTable:
         self.status[i] = status
         self.worker[i] = worker
         self.seq[i] = seq
+        self.duration[i] = duration if status != IN_FLIGHT else float("nan")
         if status != IN_FLIGHT:
             self.n_final += 1
         return i
@@ -557,7 +562,7 @@ class ResultTable:
         """Merge rows; returns those that changed the table (new, or in flight -> final)."""
         changed = []
         for r in rows:
-            i = self._place(r.worker, r.seq, r.status, r.x, r.objective)
+            i = self._place(r.worker, r.seq, r.status, r.x, r.objective, r.t_finished - r.t_started)
             if i is None:
                 i = self.index[(r.worker, r.seq)]
                 if not (self.keep_rows and r.status == IN_FLIGHT and self.status[i] == IN_FLIGHT
@@ -581,8 +586,8 @@ class ResultTable:
             return len(self.upsert(batch.rows()))
         num = batch.numeric
         columns = zip(num["worker"].tolist(), num["seq"].tolist(), num["status"].tolist(), batch.x,
-                      num["objective"].tolist())
-        return sum(self._place(w, q, st, x, obj) is not None for w, q, st, x, obj in columns)
+                      num["objective"].tolist(), (num["t_finished"] - num["t_started"]).tolist())
+        return sum(self._place(w, q, st, x, obj, d) is not None for w, q, st, x, obj, d in columns)
 
     def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = self._n
@@ -599,8 +604,12 @@ class ResultTable:
         mine = self.worker[: self._n] == worker
         return int(self.seq[: self._n][mine].max()) if mine.any() else -1
 
+    def durations(self) -> np.ndarray:
+        """Seconds each row took, aligned with ``view()``; NaN for rows in flight."""
+        return self.duration[: self._n]
+
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.X, self.y, self.status, self.worker, self.seq))
+        return sum(a.nbytes for a in (self.X, self.y, self.status, self.worker, self.seq, self.duration))
 
 
 def scan_run(run_dir: str | os.PathLike, quiet: bool = True) -> tuple[RunInfo, ResultTable, SegmentReader]:

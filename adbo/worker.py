@@ -263,6 +263,7 @@ class Worker:
         self.table = ResultTable(self.space.dim, keep_rows=False)
         self.seen_keys: set[bytes] = set()
         self.log = _worker_logger(self.run_dir, self.worker_id)
+        self.proposer.log = self.log
         self.hostname = socket.gethostname()
         self.report = WorkerReport(self.worker_id)
         self.durations: list[float] = []
@@ -451,7 +452,8 @@ class Worker:
 
     def _propose_now(self) -> Any:
         X, y, st = self._surrogate_view()
-        p = self.proposer.propose(X, y, st, self.seen_keys, self._surrogate_usable())
+        durations = self.table.durations()[: len(st)]  # a scan may have grown the table since
+        p = self.proposer.propose(X, y, st, self.seen_keys, self._surrogate_usable(), durations)
         if p.instead_of_fit:
             self._proposals_before_ready += 1
         return p

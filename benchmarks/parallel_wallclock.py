@@ -16,6 +16,7 @@ that starts the search (``t0``, taken just before it) and lasts ``--budget-s`` s
   the results of all workers that finished since its last step (a shared list in a
   ``multiprocessing`` manager, the role of DeepHyper's shared-memory storage).
 * ``random``: W processes sampling the space uniformly.
+* ``adbo:SETTING=VALUE:...``: adbo with those ``ProposerSettings`` (``adbo:cost_aware=false``).
 
 Reported per method and seed: the best value among the evaluations that *finished* within the
 budget and its regret against the table's optimum, the evaluations finished, and the utilization
@@ -245,6 +246,20 @@ def summarize(method: str, seed: int, t0: float, budget: float, workers: int, op
     return out
 
 
+def proposer_options(method: str) -> dict[str, Any]:
+    """``adbo:cost_aware=false`` -> {"cost_aware": False}; anchors take no options."""
+    from adbo.proposer import ProposerSettings
+
+    base, *pairs = method.split(":")
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        if base != "adbo" or key not in ProposerSettings.__dataclass_fields__:
+            raise SystemExit(f"{method!r}: only adbo takes options, from {sorted(ProposerSettings.__dataclass_fields__)}")
+        options[key] = ProposerSettings.parse(key, raw)
+    return options
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problem", default="hpolib_naval_propulsion", help=f"one of {list(_tabular.PROBLEM_NAMES)}")
@@ -265,9 +280,11 @@ def main() -> None:
         if args.methods == ",".join(METHODS):
             args.methods = "adbo,optuna_tpe,random"
     methods = [m for m in args.methods.split(",") if m]
-    unknown = set(methods) - set(METHODS)
+    unknown = {m.split(":")[0] for m in methods} - set(METHODS)
     if unknown:
-        raise SystemExit(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)}")
+        raise SystemExit(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)} "
+                         "(adbo variants: adbo:SETTING=VALUE:..., settings of adbo.ProposerSettings)")
+    variants = {m: proposer_options(m) for m in methods}
     scales = [float(s) for s in args.scale.split(",")]
     adbo_options: dict[str, Any] = {}
     for pair in (p for p in args.adbo_options.split(",") if p):
@@ -284,8 +301,9 @@ def main() -> None:
                     where = Path(scratch) / f"{method}-{scale}-{seed}"
                     where.mkdir()
                     extra = {}
-                    if method == "adbo":
-                        t0, records, ahead = run_adbo(objective, args.workers, args.budget_s, seed, where, adbo_options)
+                    if method.startswith("adbo"):
+                        options = {**adbo_options, "proposer_options": variants[method]}
+                        t0, records, ahead = run_adbo(objective, args.workers, args.budget_s, seed, where, options)
                         extra["proposed_ahead"] = ahead / max(1, len(records))
                     else:
                         t0, records = run_anchor(method, objective, args.workers, args.budget_s, seed, where)

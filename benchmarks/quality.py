@@ -271,8 +271,7 @@ def parse_method(method: str) -> tuple[str, dict[str, Any]]:
         key, _, raw = pair.partition("=")
         if base != "adbo" or key not in known:
             raise SystemExit(f"{method!r}: only adbo takes options, from {sorted(known)}")
-        default = getattr(ProposerSettings(), key, 0)
-        options[key] = type(default)(raw) if not isinstance(default, str) else raw
+        options[key] = ProposerSettings.parse(key, raw) if key in ProposerSettings.__dataclass_fields__ else int(raw)
     return base, options
 
 

@@ -1,0 +1,112 @@
+"""Cost-aware proposals: the faster of similarly promising configurations, and nothing changed
+when evaluation times do not depend on the configuration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from adbo.acquisition import COST_GAIN_SHARE, cost_aware_order
+from adbo.cost import MIN_DURATIONS, CostModel
+from adbo.proposer import Proposer, ProposerSettings
+from adbo.rows import IN_FLIGHT, OK
+from adbo.space import SearchSpace
+from user_scripts import UserRun, rows, write
+
+
+def test_the_cost_model_is_trusted_only_where_the_configuration_explains_the_durations():
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 4))
+    slow_when_wide = np.exp(2.0 * X[:, 0] + 0.1 * rng.normal(size=60))
+    model = CostModel().fit(X, slow_when_wide)
+    assert model.informative and model.r2 > 0.8
+    relative = model.predict(np.array([[0.05, 0.5, 0.5, 0.5], [0.95, 0.5, 0.5, 0.5]]))
+    assert relative[1] / relative[0] > 3.0
+    noise = rng.normal(10.0, 3.0, 60).clip(0.1)
+    model = CostModel().fit(X, noise)
+    assert not model.informative
+    assert np.all(model.predict(X[:5]) == 1.0)
+    assert not CostModel().fit(X[: MIN_DURATIONS - 1], slow_when_wide[: MIN_DURATIONS - 1]).informative
+
+
+def test_a_cheap_candidate_wins_only_while_it_keeps_half_the_best_promised_gain():
+    acq = np.array([1.10, 1.08, 1.02, 0.90])
+    gain = acq - 1.0  # promised gain over the best score, 1.0
+    cost = np.array([4.0, 1.0, 0.1, 0.01])
+    order = cost_aware_order(acq, gain, cost)
+    # Candidate 1 keeps 0.08 / 0.10 of the best gain at a quarter of the cost: first. Candidate 2
+    # is far cheaper but keeps only 0.2 < COST_GAIN_SHARE of it: after the eligible ones.
+    assert COST_GAIN_SHARE == 0.5 and list(order) == [1, 0, 2, 3]
+    # With no gain promised anywhere, the acquisition's own order stands, whatever the costs.
+    assert list(cost_aware_order(acq - 2.0, np.zeros(4), cost)) == [0, 1, 2, 3]
+
+
+def _history(space: SearchSpace, durations_of, n: int = 40, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    X = space.sample(n, rng)
+    y = (X[:, 1] - 0.3) ** 2  # the value ignores x0, which sets the evaluation time
+    return X, y, np.full(n, OK, dtype=np.int8), durations_of(X, rng)
+
+
+def _proposals(space, X, y, status, durations, cost_aware: bool, steps: int = 8) -> np.ndarray:
+    proposer = Proposer(space, maximize=False, seed=3, settings=ProposerSettings(cost_aware=cost_aware))
+    exclude = set(space.keys(X))
+    return np.array([proposer.propose(X, y, status, exclude, durations=durations).x for _ in range(steps)])
+
+
+def test_the_proposer_prefers_fast_configurations_only_when_times_follow_the_configuration():
+    space = SearchSpace({"width": (0.0, 1.0), "lr": (0.0, 1.0), "dropout": (0.0, 1.0)})
+    X, y, status, durations = _history(space, lambda X, rng: 1.0 + 20.0 * X[:, 0] ** 2)
+    blind = _proposals(space, X, y, status, durations, cost_aware=False)
+    aware = _proposals(space, X, y, status, durations, cost_aware=True)
+    assert np.median(aware[:, 0]) < 0.2 < np.median(blind[:, 0])
+    assert abs(np.median(aware[:, 1]) - 0.3) < 0.15  # still where the value is best
+    # Evaluation times that are noise (a shared machine) leave every proposal as it was.
+    X, y, status, noise = _history(space, lambda X, rng: rng.normal(10.0, 3.0, len(X)).clip(0.1))
+    np.testing.assert_array_equal(_proposals(space, X, y, status, noise, cost_aware=True),
+                                  _proposals(space, X, y, status, None, cost_aware=True))
+    # Rows in flight have no duration yet and must not count.
+    status[-5:] = IN_FLIGHT
+    noise[-5:] = np.nan
+    assert len(_proposals(space, X, y, status, noise, cost_aware=True, steps=1)) == 1
+
+
+SEARCH = """
+    import sys
+    import time
+    import adbo
+
+    def train(params):
+        time.sleep(0.02 + 0.3 * params["width"])  # wider networks train longer
+        return (params["lr"] - 0.3) ** 2
+
+    if __name__ == "__main__":
+        result = adbo.optimize(train, {"width": (0.0, 1.0), "lr": (0.0, 1.0)}, sys.argv[1], workers=1,
+                               max_evals=int(sys.argv[2]), direction="minimize", seed=4,
+                               proposer_options={"cost_aware": sys.argv[3] == "on"})
+        sys.exit(adbo.exit_code(result))
+"""
+
+
+def test_a_users_search_spends_less_time_when_evaluation_times_follow_a_parameter(tmp_path):
+    write(tmp_path, "search.py", SEARCH)
+    widths = {}
+    for mode in ("on", "off"):
+        run = UserRun(tmp_path, "search.py", f"run-{mode}", "44", mode)
+        assert run.wait(240) == 0, run.stderr[-3000:]
+        done = pd.DataFrame([{"seq": r.seq, "width": r.params["width"], "t": r.t_finished - r.t_started}
+                             for r in rows(tmp_path / f"run-{mode}") if r.status == OK])
+        assert len(done) == 44
+        widths[mode] = done[done.seq >= 24].width.median()  # once 16+ durations taught the model
+    log = (tmp_path / "run-on" / "logs" / "worker-000000.log").read_text()
+    assert "cost model: the configuration explains evaluation times" in log
+    assert widths["on"] < 0.15 and widths["on"] < widths["off"] / 2, widths
+
+
+def test_settings_parse_from_command_line_text():
+    assert ProposerSettings.parse("cost_aware", "false") is False
+    assert ProposerSettings.parse("cost_aware", "On") is True
+    assert ProposerSettings.parse("n_local", "500") == 500 and ProposerSettings.parse("surrogate", "gp") == "gp"
+    with pytest.raises(ValueError, match="cost_aware takes true or false"):
+        ProposerSettings.parse("cost_aware", "maybe")
