@@ -191,9 +191,6 @@ def local_centres(X: np.ndarray, scores: np.ndarray, k: int = 10, spacing: float
     return np.array(chosen)
 
 
-COST_GAIN_SHARE = 0.5
-"""With a cost model, candidates promising at least this share of the best promised gain compete
-on gain per unit of predicted cost; the rest rank after them by the acquisition alone."""
 
 
 def promised_gain(acq: np.ndarray, acquisition: str, best_score: float) -> np.ndarray:
@@ -201,19 +198,21 @@ def promised_gain(acq: np.ndarray, acquisition: str, best_score: float) -> np.nd
     return np.maximum(acq - best_score, 0.0) if acquisition == "ucb" else np.maximum(acq, 0.0)
 
 
-def cost_aware_order(acq: np.ndarray, gain: np.ndarray, relative_cost: np.ndarray) -> np.ndarray:
+def cost_aware_order(acq: np.ndarray, gain: np.ndarray, relative_cost: np.ndarray, share: float) -> np.ndarray:
     """Candidate indices, best first, when evaluations differ in cost.
 
     Gain per unit of cost alone (Snoek et al., 2012, "EI per second") is known to starve the
     search of expensive optima (Lee et al., 2020); here a cheap candidate wins only if it keeps
-    at least ``COST_GAIN_SHARE`` of the best promised gain, so a step never gives up more than
-    half of what the acquisition promised. With no candidate promising a gain (late,
-    exploiting steps of UCB), the acquisition's own order stands.
+    at least ``share`` of the best promised gain (``ProposerSettings.cost_gain_share``), so a
+    step gives up at most that much of what the acquisition promised. The candidates below that
+    share rank after, by the acquisition alone. With no candidate promising a gain (late,
+    exploiting steps of UCB), the acquisition's order stands, and among equal values (a tree
+    ensemble's plateaus around the best result) the cheaper candidate comes first.
     """
     top = float(gain.max()) if len(gain) else 0.0
     if top <= 0.0:
-        return np.argsort(acq)[::-1]
-    eligible = gain >= COST_GAIN_SHARE * top
+        return np.lexsort((relative_cost, -acq))
+    eligible = gain >= share * top
     first = np.flatnonzero(eligible)
     first = first[np.argsort(gain[first] / relative_cost[first])[::-1]]
     rest = np.flatnonzero(~eligible)
@@ -238,6 +237,7 @@ def propose(
     local_spacing: float = 0.0,
     unordered: bool = True,
     cost: Callable[[np.ndarray], np.ndarray] | None = None,
+    cost_gain_share: float = 0.25,
 ) -> tuple[np.ndarray | None, float]:
     """Best unseen candidate by UCB over random, local and one-parameter-jump candidates.
 
@@ -245,7 +245,7 @@ def propose(
     the same encoded rows the candidates are made of (a feature map, if any, lives in the model).
     ``unordered`` makes local moves and jumps redraw unordered categoricals (see ``perturb``).
     ``cost`` maps candidates to their predicted cost relative to a typical evaluation; with it,
-    candidates are ranked by ``cost_aware_order``.
+    candidates are ranked by ``cost_aware_order`` with ``cost_gain_share``.
     Returns (row, acquisition value), or (None, nan) when every candidate is already evaluated or
     in flight.
     """
@@ -278,7 +278,7 @@ def propose(
         order = np.argsort(acq)[::-1]
     else:
         best_score = float(np.max(scores)) if len(scores) else 0.0
-        order = cost_aware_order(acq, promised_gain(acq, acquisition, best_score), cost(C))
+        order = cost_aware_order(acq, promised_gain(acq, acquisition, best_score), cost(C), cost_gain_share)
     keys = space.keys(C[order[:256]])
     for rank, key in enumerate(keys):
         if key not in exclude:

@@ -94,9 +94,13 @@ class ProposerSettings:
     """Prefer the faster of candidates that promise a similar gain. A second model (``adbo.cost``)
     learns each evaluation's duration from the run's finished ones; once the configuration
     explains the durations (out-of-bag R^2 >= 0.3, at least 16 evaluations), candidates that keep
-    at least half of the best promised gain compete on gain per predicted second
+    at least ``cost_gain_share`` of the best promised gain compete on gain per predicted second
     (``acquisition.cost_aware_order``). Where durations do not depend on the configuration the
     model is not trusted and proposals are unchanged. See docs/tabular_quality.md."""
+    cost_gain_share: float = 0.25
+    """How much of the best promised gain (UCB above the best score, or EI) a faster candidate
+    must keep to compete on gain per second: 0 is pure gain per second, which can starve the
+    search of good but slow configurations; 1 ignores cost."""
     max_fit_points: int = 1000
     """Above this many results the surrogate is fitted on a subsample: the best quarter of it
     always, the rest drawn at random. Tree fits grow like N log N; this keeps a step's cost flat
@@ -228,7 +232,7 @@ class Proposer:
                            n_random=s.n_candidates, n_local=s.n_local, refine_rounds=s.refine_rounds,
                            acquisition=s.acquisition, local_scale=s.local_scale,
                            n_jumps=s.n_jumps, local_spacing=s.local_spacing, unordered=unordered,
-                           cost=self._cost(X, status, durations))
+                           cost=self._cost(X, status, durations), cost_gain_share=s.cost_gain_share)
         except Exception:  # noqa: BLE001 - a bad fit must not kill the worker: explore instead
             self.log.error("surrogate step failed, proposing at random:\n%s", traceback.format_exc())
             return Proposal(self.random_unseen(exclude), 0, kappa)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adbo.acquisition import COST_GAIN_SHARE, cost_aware_order
+from adbo.acquisition import cost_aware_order
 from adbo.cost import MIN_DURATIONS, CostModel
 from adbo.proposer import Proposer, ProposerSettings
 from adbo.rows import IN_FLIGHT, OK
@@ -34,12 +34,18 @@ def test_a_cheap_candidate_wins_only_while_it_keeps_half_the_best_promised_gain(
     acq = np.array([1.10, 1.08, 1.02, 0.90])
     gain = acq - 1.0  # promised gain over the best score, 1.0
     cost = np.array([4.0, 1.0, 0.1, 0.01])
-    order = cost_aware_order(acq, gain, cost)
+    order = cost_aware_order(acq, gain, cost, share=0.5)
     # Candidate 1 keeps 0.08 / 0.10 of the best gain at a quarter of the cost: first. Candidate 2
-    # is far cheaper but keeps only 0.2 < COST_GAIN_SHARE of it: after the eligible ones.
-    assert COST_GAIN_SHARE == 0.5 and list(order) == [1, 0, 2, 3]
-    # With no gain promised anywhere, the acquisition's own order stands, whatever the costs.
-    assert list(cost_aware_order(acq - 2.0, np.zeros(4), cost)) == [0, 1, 2, 3]
+    # is far cheaper but keeps only 0.2 of it, below the share: after the eligible ones.
+    assert list(order) == [1, 0, 2, 3]
+    # With a share of 0.1 it competes, and its gain per unit of cost is the best.
+    assert list(cost_aware_order(acq, gain, cost, share=0.1)) == [2, 1, 0, 3]
+    # A share of 1 leaves the acquisition's order; so does a step where no candidate promises a gain.
+    assert list(cost_aware_order(acq, gain, cost, share=1.0)) == [0, 1, 2, 3]
+    assert list(cost_aware_order(acq - 2.0, np.zeros(4), cost, share=0.5)) == [0, 1, 2, 3]
+    # ... except that equal values (a tree ensemble's plateau) go cheapest first.
+    plateau = np.array([0.9, 1.0, 1.0, 1.0])
+    assert list(cost_aware_order(plateau, np.zeros(4), np.array([1.0, 3.0, 0.5, 2.0]), share=0.5)) == [2, 3, 1, 0]
 
 
 def _history(space: SearchSpace, durations_of, n: int = 40, seed: int = 1):
