@@ -198,7 +198,8 @@ def promised_gain(acq: np.ndarray, acquisition: str, best_score: float) -> np.nd
     return np.maximum(acq - best_score, 0.0) if acquisition == "ucb" else np.maximum(acq, 0.0)
 
 
-def cost_aware_order(acq: np.ndarray, gain: np.ndarray, relative_cost: np.ndarray, share: float) -> np.ndarray:
+def cost_aware_order(acq: np.ndarray, gain: np.ndarray, cost_of: Callable[[np.ndarray], np.ndarray],
+                     share: float, head: int = 256) -> np.ndarray:
     """Candidate indices, best first, when evaluations differ in cost.
 
     Gain per unit of cost alone (Snoek et al., 2012, "EI per second") is known to starve the
@@ -206,15 +207,20 @@ def cost_aware_order(acq: np.ndarray, gain: np.ndarray, relative_cost: np.ndarra
     at least ``share`` of the best promised gain (``ProposerSettings.cost_gain_share``), so a
     step gives up at most that much of what the acquisition promised. The candidates below that
     share rank after, by the acquisition alone. With no candidate promising a gain (late,
-    exploiting steps of UCB), the acquisition's order stands, and among equal values (a tree
-    ensemble's plateaus around the best result) the cheaper candidate comes first.
+    exploiting steps of UCB), the acquisition's order stands, and among equal values in its best
+    ``head`` (a tree ensemble's plateaus around the best result) the cheaper candidate comes first.
+    ``cost_of(indices)`` gives the relative cost of those candidates only: on a machine whose
+    cores the workers share, predicting for every candidate would cost more than it saves.
     """
     top = float(gain.max()) if len(gain) else 0.0
     if top <= 0.0:
-        return np.lexsort((relative_cost, -acq))
+        order = np.argsort(acq)[::-1]
+        best = order[:head]
+        best = best[np.lexsort((cost_of(best), -acq[best]))]
+        return np.concatenate([best, order[head:]])
     eligible = gain >= share * top
     first = np.flatnonzero(eligible)
-    first = first[np.argsort(gain[first] / relative_cost[first])[::-1]]
+    first = first[np.argsort(gain[first] / cost_of(first))[::-1]]
     rest = np.flatnonzero(~eligible)
     rest = rest[np.argsort(acq[rest])[::-1]]
     return np.concatenate([first, rest])
@@ -278,7 +284,8 @@ def propose(
         order = np.argsort(acq)[::-1]
     else:
         best_score = float(np.max(scores)) if len(scores) else 0.0
-        order = cost_aware_order(acq, promised_gain(acq, acquisition, best_score), cost(C), cost_gain_share)
+        order = cost_aware_order(acq, promised_gain(acq, acquisition, best_score), lambda i: cost(C[i]),
+                                 cost_gain_share)
     keys = space.keys(C[order[:256]])
     for rank, key in enumerate(keys):
         if key not in exclude:

@@ -27,11 +27,12 @@ MIN_R2 = 0.3
 class CostModel:
     """Relative evaluation cost of configurations: 1 is the median duration seen so far.
 
-    ``fit`` is cheap (30 bootstrapped extremely randomized trees), and the proposer refits only
-    when enough new durations arrived (``stale``), so it adds a few milliseconds to a step.
+    ``fit`` is cheap (20 bootstrapped extremely randomized trees), the proposer refits only when
+    enough new durations arrived (``stale``), and it asks for the cost of the few candidates that
+    compete on cost, so the model adds a few milliseconds to a step.
     """
 
-    def __init__(self, seed: int = 0, n_estimators: int = 30):
+    def __init__(self, seed: int = 0, n_estimators: int = 20):
         self.seed = seed
         self.n_estimators = n_estimators
         self.n_fitted = 0
@@ -63,8 +64,14 @@ class CostModel:
         self.informative = self.r2 >= MIN_R2
         return self
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted duration over the median duration seen; ones when the model is not trusted."""
+    def predict(self, X: np.ndarray, overhead_s: float = 0.0) -> np.ndarray:
+        """Predicted cost over the cost of a median evaluation; ones when the model is not trusted.
+
+        ``overhead_s`` is what every evaluation costs its worker besides the evaluation itself
+        (the BO step, starting the evaluation): with it, a configuration that trains in no time
+        still costs something, so short evaluations are not favoured beyond what they save.
+        """
         if not self.informative or self._model is None:
             return np.ones(len(X))
-        return np.exp(self._model.predict(X) - self._centre)
+        overhead = max(0.0, float(overhead_s))
+        return (np.exp(self._model.predict(X)) + overhead) / (np.exp(self._centre) + overhead)

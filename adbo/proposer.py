@@ -197,11 +197,14 @@ class Proposer:
         return X[chosen], scores[chosen]
 
     def propose(self, X: np.ndarray, y: np.ndarray, status: np.ndarray, exclude: set[bytes],
-                surrogate_ready: bool = True, durations: np.ndarray | None = None) -> Proposal:
+                surrogate_ready: bool = True, durations: np.ndarray | None = None,
+                overhead_s: float = 0.0) -> Proposal:
         """Next configuration not in ``exclude`` (keys of evaluated and in-flight configurations).
 
         ``durations`` (seconds per row of ``X``, NaN where unknown) feed the cost model
         (``cost_aware``); without them every candidate counts as equally expensive.
+        ``overhead_s``: what each evaluation costs the worker besides itself (its BO step), added
+        to every predicted duration.
 
         ``surrogate_ready=False`` says the surrogate's library is still being imported in the
         background: the worker then keeps sampling the space instead of waiting for the import
@@ -232,15 +235,15 @@ class Proposer:
                            n_random=s.n_candidates, n_local=s.n_local, refine_rounds=s.refine_rounds,
                            acquisition=s.acquisition, local_scale=s.local_scale,
                            n_jumps=s.n_jumps, local_spacing=s.local_spacing, unordered=unordered,
-                           cost=self._cost(X, status, durations), cost_gain_share=s.cost_gain_share)
+                           cost=self._cost(X, status, durations, overhead_s), cost_gain_share=s.cost_gain_share)
         except Exception:  # noqa: BLE001 - a bad fit must not kill the worker: explore instead
             self.log.error("surrogate step failed, proposing at random:\n%s", traceback.format_exc())
             return Proposal(self.random_unseen(exclude), 0, kappa)
         self.bo_steps += 1
         return Proposal(x if x is not None else self.random_unseen(exclude), len(X_fit), kappa)
 
-    def _cost(self, X: np.ndarray, status: np.ndarray,
-              durations: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray] | None:
+    def _cost(self, X: np.ndarray, status: np.ndarray, durations: np.ndarray | None,
+              overhead_s: float = 0.0) -> Callable[[np.ndarray], np.ndarray] | None:
         """The relative-cost function for this step, or None while costs are unknown or noise.
 
         Finished and timed-out evaluations teach it (a timeout's duration is a lower bound, and
@@ -267,7 +270,7 @@ class Proposer:
                               self.cost_model.r2, n)
         if not self.cost_model.informative:
             return None
-        return lambda C: self.cost_model.predict(self.space.features(C))
+        return lambda C: self.cost_model.predict(self.space.features(C), overhead_s)
 
     def use_cheaper_surrogate(self) -> bool:
         """Go on with the cheaper model of a surrogate that has one (``CHEAPER_SURROGATE``), for

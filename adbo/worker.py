@@ -453,7 +453,8 @@ class Worker:
     def _propose_now(self) -> Any:
         X, y, st = self._surrogate_view()
         durations = self.table.durations()[: len(st)]  # a scan may have grown the table since
-        p = self.proposer.propose(X, y, st, self.seen_keys, self._surrogate_usable(), durations)
+        overhead = statistics.median(self._step_work_s) if self._step_work_s else 0.0
+        p = self.proposer.propose(X, y, st, self.seen_keys, self._surrogate_usable(), durations, overhead)
         if p.instead_of_fit:
             self._proposals_before_ready += 1
         return p

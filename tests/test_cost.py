@@ -23,6 +23,9 @@ def test_the_cost_model_is_trusted_only_where_the_configuration_explains_the_dur
     assert model.informative and model.r2 > 0.8
     relative = model.predict(np.array([[0.05, 0.5, 0.5, 0.5], [0.95, 0.5, 0.5, 0.5]]))
     assert relative[1] / relative[0] > 3.0
+    # A worker's own step costs every evaluation the same: it narrows the gap, never reverses it.
+    with_step = model.predict(np.array([[0.05, 0.5, 0.5, 0.5], [0.95, 0.5, 0.5, 0.5]]), overhead_s=2.0)
+    assert 1.0 < with_step[1] / with_step[0] < relative[1] / relative[0]
     noise = rng.normal(10.0, 3.0, 60).clip(0.1)
     model = CostModel().fit(X, noise)
     assert not model.informative
@@ -34,18 +37,18 @@ def test_a_cheap_candidate_wins_only_while_it_keeps_half_the_best_promised_gain(
     acq = np.array([1.10, 1.08, 1.02, 0.90])
     gain = acq - 1.0  # promised gain over the best score, 1.0
     cost = np.array([4.0, 1.0, 0.1, 0.01])
-    order = cost_aware_order(acq, gain, cost, share=0.5)
+    order = cost_aware_order(acq, gain, cost.__getitem__, share=0.5)
     # Candidate 1 keeps 0.08 / 0.10 of the best gain at a quarter of the cost: first. Candidate 2
     # is far cheaper but keeps only 0.2 of it, below the share: after the eligible ones.
     assert list(order) == [1, 0, 2, 3]
     # With a share of 0.1 it competes, and its gain per unit of cost is the best.
-    assert list(cost_aware_order(acq, gain, cost, share=0.1)) == [2, 1, 0, 3]
+    assert list(cost_aware_order(acq, gain, cost.__getitem__, share=0.1)) == [2, 1, 0, 3]
     # A share of 1 leaves the acquisition's order; so does a step where no candidate promises a gain.
-    assert list(cost_aware_order(acq, gain, cost, share=1.0)) == [0, 1, 2, 3]
-    assert list(cost_aware_order(acq - 2.0, np.zeros(4), cost, share=0.5)) == [0, 1, 2, 3]
+    assert list(cost_aware_order(acq, gain, cost.__getitem__, share=1.0)) == [0, 1, 2, 3]
+    assert list(cost_aware_order(acq - 2.0, np.zeros(4), cost.__getitem__, share=0.5)) == [0, 1, 2, 3]
     # ... except that equal values (a tree ensemble's plateau) go cheapest first.
     plateau = np.array([0.9, 1.0, 1.0, 1.0])
-    assert list(cost_aware_order(plateau, np.zeros(4), np.array([1.0, 3.0, 0.5, 2.0]), share=0.5)) == [2, 3, 1, 0]
+    assert list(cost_aware_order(plateau, np.zeros(4), np.array([1.0, 3.0, 0.5, 2.0]).__getitem__, share=0.5)) == [2, 3, 1, 0]
 
 
 def _history(space: SearchSpace, durations_of, n: int = 40, seed: int = 1):
