@@ -273,6 +273,8 @@ class Worker:
         self._overlap = overlap_mode(settings.overlap)
         self._step_work_s: collections.deque[float] = collections.deque(maxlen=10)
         """Seconds each of the last ten surrogate steps (final scan, fit, proposal) took, wherever it ran."""
+        self._cost_aware = True
+        """Whether the last proposal was given evaluation times (``COST_AWARE_MAX_STEP_SHARE``)."""
         self._overlapping = False
         self._surrogate_ready = threading.Event()
         self._proposals_before_ready = 0
@@ -452,9 +454,17 @@ class Worker:
 
     def _propose_now(self) -> Any:
         X, y, st = self._surrogate_view()
-        durations = self.table.durations()[: len(st)]  # a scan may have grown the table since
-        overhead = statistics.median(self._step_work_s) if self._step_work_s else 0.0
-        p = self.proposer.propose(X, y, st, self.seen_keys, self._surrogate_usable(), durations, overhead)
+        medians = self._step_and_evaluation()
+        step = medians[0] if medians else 0.0
+        cost_aware = medians is None or step < self.COST_AWARE_MAX_STEP_SHARE * medians[1]
+        if cost_aware != self._cost_aware and self.proposer.settings.cost_aware:
+            self.log.info("evaluation times %s: BO step %.3f s, evaluation %.3f s (median)",
+                          "used again" if cost_aware else "not used while the step is this large a share",
+                          step, medians[1] if medians else 0.0)
+        self._cost_aware = cost_aware
+        # A scan may have grown the table since the view: durations are cut to its length.
+        durations = self.table.durations()[: len(st)] if cost_aware else None
+        p = self.proposer.propose(X, y, st, self.seen_keys, self._surrogate_usable(), durations, step)
         if p.instead_of_fit:
             self._proposals_before_ready += 1
         return p
@@ -487,10 +497,25 @@ class Worker:
     an evaluation of a second. With 8 workers sharing 2 cores and evaluations of about 0.7 s, the
     GP alone cut utilization to 0.55 (docs/tabular_quality.md)."""
 
+    COST_AWARE_MAX_STEP_SHARE = 0.05
+    """The worker gives the proposer evaluation times (``ProposerSettings.cost_aware``) only while
+    the median of its last ten BO steps stays below this share of its median evaluation. Where
+    each evaluation also costs a step, a dispatch and a publish that are not small beside it,
+    picking shorter evaluations mostly buys more of that overhead: with 8 workers on 2 cores and
+    evaluations of about 0.7 s, cost-aware proposals cut utilization from 0.970 to 0.94 and did
+    not find better configurations (docs/tabular_quality.md)."""
+
+    def _step_and_evaluation(self) -> tuple[float, float] | None:
+        """Medians of the last ten BO steps and of recent evaluations; None until five of each."""
+        if len(self.durations) < 5 or len(self._step_work_s) < 5:
+            return None
+        return statistics.median(self._step_work_s), self._typical_duration()
+
     def _check_surrogate_cost(self) -> None:
-        if self.proposer.cheap_surrogate or len(self.durations) < 5 or len(self._step_work_s) < 5:
+        medians = self._step_and_evaluation()
+        if self.proposer.cheap_surrogate or medians is None:
             return
-        step, evaluation = statistics.median(self._step_work_s), self._typical_duration()
+        step, evaluation = medians
         if step > self.GP_STEP_SHARE * evaluation and self.proposer.use_cheaper_surrogate():
             self.log.info("surrogate: extra trees from here on, the GP step takes %.3f s against "
                           "evaluations of %.3f s (median)", step, evaluation)
@@ -499,9 +524,10 @@ class Worker:
         """Whether the next step is computed during the evaluation about to start."""
         if self._overlap != "auto":
             return self._overlap == "on"
-        if len(self.durations) < 5 or len(self._step_work_s) < 5:
+        medians = self._step_and_evaluation()
+        if medians is None:
             return False
-        step, evaluation = statistics.median(self._step_work_s), self._typical_duration()
+        step, evaluation = medians
         # A step as long as the evaluation cannot leave the critical path (the worker waits for it
         # either way), so overlapping it would only make the proposal stale.
         wanted = self.AUTO_OVERLAP_SHARE * evaluation <= step < evaluation
