@@ -191,8 +191,6 @@ def local_centres(X: np.ndarray, scores: np.ndarray, k: int = 10, spacing: float
     return np.array(chosen)
 
 
-
-
 def promised_gain(acq: np.ndarray, acquisition: str, best_score: float) -> np.ndarray:
     """What a candidate promises beyond the best result: UCB above the best score, or EI itself."""
     return np.maximum(acq - best_score, 0.0) if acquisition == "ucb" else np.maximum(acq, 0.0)
