@@ -128,3 +128,30 @@ def test_settings_parse_from_command_line_text():
     assert ProposerSettings.parse("n_local", "500") == 500 and ProposerSettings.parse("surrogate", "gp") == "gp"
     with pytest.raises(ValueError, match="cost_aware takes true or false"):
         ProposerSettings.parse("cost_aware", "maybe")
+
+
+def test_a_relaunch_starts_with_a_cost_model_trained_on_the_earlier_launch(tmp_path):
+    import re
+    import time
+
+    import adbo
+
+    def train(params):
+        time.sleep(0.02 + 0.2 * params["width"])
+        return (params["lr"] - 0.3) ** 2
+
+    space = {"width": (0.0, 1.0), "lr": (0.0, 1.0)}
+    run_dir = str(tmp_path / "run")
+    first = adbo.launch(train, space, run_dir, site="local-threads", workers=1, max_evals=20,
+                        direction="minimize", progress=False)
+    assert not first.worker_errors
+    log_path = tmp_path / "run" / "logs" / "worker-000000.log"
+    before = log_path.read_text()
+    second = adbo.launch(train, space, run_dir, site="local-threads", workers=1, max_evals=23,
+                         direction="minimize", progress=False)
+    assert not second.worker_errors
+    relaunch_log = log_path.read_text()[len(before):]
+    # Its first surrogate step already fits the 20 stored durations of the earlier launch.
+    counts = [int(n) for n in re.findall(r"cost model: the configuration explains.* over (\d+) evaluation times",
+                                         relaunch_log)]
+    assert counts and counts[0] >= 20, relaunch_log[-2000:]
