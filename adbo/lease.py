@@ -23,7 +23,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from . import fsops
 from .runinfo import JOIN_DIR, RunDirectoryError

@@ -23,7 +23,7 @@ The benchmark behind the defaults is ``benchmarks/early_stopping.py``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -167,48 +167,12 @@ class SuccessiveHalving:
     ranks: int = 1
     """1: the rank test applies as well (stop if either says so); 0: once ``finishers`` curves
     have finished, only their bar applies."""
-    trust: float = 0.0
-    """Apply the ``finishers`` bar at a rung only where the run's own curves say that rung ranks
-    configurations as the last step does: the product of the rank correlations between each pair
-    of consecutive rungs, from this rung to the last step, must be at least ``trust`` (each pair
-    measured over the curves that reached the later one, at least ``TRUST_MIN_CURVES``). Where
-    early epochs rank poorly (late starters, crossing curves) the strict bar then stands aside and
-    the rank test decides. 0: off."""
     name: str = "asha"
-
-    TRUST_MIN_CURVES = 8
 
     def __post_init__(self) -> None:
         _check(self.min_step > 0, f"min_step must be positive, not {self.min_step}")
         _check(self.reduction > 1, f"reduction must be above 1, not {self.reduction}")
         _check(self.finishers >= 0, f"finishers must be 0 (off) or a count, not {self.finishers}")
-        _check(0 <= self.trust <= 1, f"trust must be a rank correlation in [0, 1] (0: off), not {self.trust}")
-
-    def _trusted(self, book: CurveBook, rung: float, last: float) -> bool:
-        """Whether the curves known say that ``rung`` ranks as the last step does (``trust``)."""
-        if not self.trust:
-            return True
-        from scipy.stats import spearmanr
-
-        rungs = [rung]
-        while True:
-            following = self.min_step * self.reduction ** round(math.log(rungs[-1] / self.min_step, self.reduction) + 1)
-            if following >= last:
-                break
-            rungs.append(following)
-        rungs.append(last)
-        product = 1.0
-        for earlier, later in zip(rungs, rungs[1:]):
-            at_earlier, at_later = book.at(earlier), book.at(later)
-            pairs = np.array([(at_earlier[k], v) for k, v in at_later.items()
-                              if k in at_earlier and math.isfinite(v) and math.isfinite(at_earlier[k])])
-            if len(pairs) < self.TRUST_MIN_CURVES:
-                return False
-            rho = spearmanr(pairs[:, 0], pairs[:, 1]).statistic
-            product *= max(0.0, float(rho)) if math.isfinite(rho) else 0.0
-            if product < self.trust:
-                return False
-        return True
 
     def _bar(self, book: CurveBook, rung: float) -> float | None:
         """The worst value at ``rung`` among the best ``finishers`` finished curves (None: too few)."""
@@ -219,8 +183,6 @@ class SuccessiveHalving:
             return None
         finals = book.at(last)  # the book's own index: every finished curve's best, kept up to date
         if len(finals) < self.finishers:
-            return None
-        if not self._trusted(book, rung, last):
             return None
         best = sorted(finals, key=finals.__getitem__)[:int(self.finishers)]
         index = book.at(rung)

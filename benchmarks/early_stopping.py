@@ -105,7 +105,7 @@ from adbo.objectives.synthetic import ackley, hartmann6, levy  # noqa: E402
 from adbo.proposer import Proposer, ProposerSettings  # noqa: E402
 from adbo.rows import FAILED, IN_FLIGHT, OK, STOPPED  # noqa: E402
 from adbo.space import SearchSpace  # noqa: E402
-from adbo.stopping import PARTIAL_MODES, CurveBook, NoStopper, make_stopper, surrogate_targets  # noqa: E402
+from adbo.stopping import PARTIAL_MODES, CurveBook, make_stopper, surrogate_targets  # noqa: E402
 
 MAX_STEP = 50
 DEFAULT_PARTIAL = "rank"
@@ -205,7 +205,6 @@ def candle_pool(cache: Path, size: int | None = None, log=print) -> list[dict[st
     One JSON line per configuration (``candle_pool-<recipe>.jsonl``), appended as each training
     ends, so an interrupted build resumes where it stopped.
     """
-    import hashlib
 
     recipe = dict(CANDLE_POOL, size=size or CANDLE_POOL["size"])
     tag = hashlib.sha256(json.dumps({k: v for k, v in recipe.items() if k != "size"}, sort_keys=True).encode()).hexdigest()[:10]

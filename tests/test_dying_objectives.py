@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
-import time
 
 import psutil
 import pytest
@@ -15,7 +12,7 @@ import adbo
 from adbo.lease import Lease
 from adbo.rows import FAILED, IN_FLIGHT, INTERRUPTED, OK, TIMEOUT
 
-from user_scripts import PYTHON, UserRun, count_status, rows, wait_for, write
+from user_scripts import UserRun, count_status, rows, wait_for, write
 
 
 def test_a_crashing_objective_is_a_failed_row_and_the_worker_goes_on(tmp_path):

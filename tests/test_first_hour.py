@@ -3,7 +3,6 @@ sites, signals to the whole process group."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -14,7 +14,6 @@ import socket
 import stat
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import parsl

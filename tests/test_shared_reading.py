@@ -20,7 +20,7 @@ from adbo import fsops
 from adbo.digests import DIGEST_DIR, LEASE_NAME, Aggregator, DigestName, SharedReader
 from adbo.storage import IN_FLIGHT, OK, ResultTable, SegmentWriter, scan_run
 
-from storage_procs import DIM, make_row, row_is_intact
+from storage_procs import DIM, make_row
 from test_storage_crashes import ENV, SCRIPT, Acks, new_run
 from user_scripts import UserRun, write
 
