@@ -16,7 +16,9 @@ that starts the search (``t0``, taken just before it) and lasts ``--budget-s`` s
   the results of all workers that finished since its last step (a shared list in a
   ``multiprocessing`` manager, the role of DeepHyper's shared-memory storage).
 * ``random``: W processes sampling the space uniformly.
-* ``adbo:SETTING=VALUE:...``: adbo with those ``ProposerSettings`` (``adbo:cost_aware=false``).
+* ``adbo:SETTING=VALUE:...``: adbo with those ``ProposerSettings`` (``adbo:cost_aware=false``)
+  or ``adbo.launch`` budget arguments (``adbo:walltime=70:walltime_margin=0``: the user tells adbo
+  when the allocation ends, and workers start no evaluation that would not finish by then).
 
 Reported per method and seed: the best value among the evaluations that *finished* within the
 budget and its regret against the table's optimum, the evaluations finished, and the utilization
@@ -212,9 +214,10 @@ def run_adbo(objective: _tabular.SleepingTable, workers: int, budget: float, see
     space = objective.table.space()
     result: dict[str, Any] = {}
     t0 = time.time()
+    kwargs = {"max_evals": None, **(options or {})}
     thread = threading.Thread(target=lambda: result.update(summary=adbo.launch(
-        objective, space, run_dir, site="local", workers=workers, max_evals=None, direction="minimize",
-        seed=seed, progress=False, startup_timeout=600, **(options or {}))), daemon=True)
+        objective, space, run_dir, site="local", workers=workers, direction="minimize",
+        seed=seed, progress=False, startup_timeout=600, **kwargs)), daemon=True)
     thread.start()
     time.sleep(max(0.0, t0 + budget - time.time()))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -246,17 +249,27 @@ def summarize(method: str, seed: int, t0: float, budget: float, workers: int, op
     return out
 
 
-def proposer_options(method: str) -> dict[str, Any]:
-    """``adbo:cost_aware=false`` -> {"cost_aware": False}; anchors take no options."""
+LAUNCH_BUDGET_OPTIONS = ("walltime", "walltime_margin", "max_evals")
+"""``adbo.launch`` arguments a method variant may set (numbers)."""
+
+
+def variant_options(method: str) -> dict[str, Any]:
+    """``adbo:cost_aware=false:walltime=70`` -> {"proposer_options": {"cost_aware": False}, "walltime": 70.0};
+    anchors take no options."""
     from adbo.proposer import ProposerSettings
 
     base, *pairs = method.split(":")
-    options: dict[str, Any] = {}
+    proposer: dict[str, Any] = {}
+    options: dict[str, Any] = {"proposer_options": proposer}
     for pair in pairs:
         key, _, raw = pair.partition("=")
-        if base != "adbo" or key not in ProposerSettings.__dataclass_fields__:
-            raise SystemExit(f"{method!r}: only adbo takes options, from {sorted(ProposerSettings.__dataclass_fields__)}")
-        options[key] = ProposerSettings.parse(key, raw)
+        if base == "adbo" and key in LAUNCH_BUDGET_OPTIONS:
+            options[key] = int(raw) if key == "max_evals" else float(raw)
+        elif base == "adbo" and key in ProposerSettings.__dataclass_fields__:
+            proposer[key] = ProposerSettings.parse(key, raw)
+        else:
+            raise SystemExit(f"{method!r}: only adbo takes options, from {sorted(ProposerSettings.__dataclass_fields__)} "
+                             f"and {list(LAUNCH_BUDGET_OPTIONS)}")
     return options
 
 
@@ -284,7 +297,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)} "
                          "(adbo variants: adbo:SETTING=VALUE:..., settings of adbo.ProposerSettings)")
-    variants = {m: proposer_options(m) for m in methods}
+    variants = {m: variant_options(m) for m in methods}
     scales = [float(s) for s in args.scale.split(",")]
     adbo_options: dict[str, Any] = {}
     for pair in (p for p in args.adbo_options.split(",") if p):
@@ -302,7 +315,7 @@ def main() -> None:
                     where.mkdir()
                     extra = {}
                     if method.startswith("adbo"):
-                        options = {**adbo_options, "proposer_options": variants[method]}
+                        options = {**adbo_options, **variants[method]}
                         t0, records, ahead = run_adbo(objective, args.workers, args.budget_s, seed, where, options)
                         extra["proposed_ahead"] = ahead / max(1, len(records))
                     else:
