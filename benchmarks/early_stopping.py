@@ -205,7 +205,6 @@ def candle_pool(cache: Path, size: int | None = None, log=print) -> list[dict[st
     One JSON line per configuration (``candle_pool-<recipe>.jsonl``), appended as each training
     ends, so an interrupted build resumes where it stopped.
     """
-
     recipe = dict(CANDLE_POOL, size=size or CANDLE_POOL["size"])
     tag = hashlib.sha256(json.dumps({k: v for k, v in recipe.items() if k != "size"}, sort_keys=True).encode()).hexdigest()[:10]
     path = cache / f"candle_pool-{tag}.jsonl"
@@ -494,7 +493,6 @@ def make_search(method: str, problem: Any, workers: int, seed: int) -> Any:
 def simulate(method: str, problem: Any, workers: int, seed: int, budget_steps: int) -> dict[str, Any]:
     """Run ``method`` until ``budget_steps`` training steps are spent; one record per run."""
     search = make_search(method, problem, workers, seed)
-    rng = np.random.default_rng([seed, 4243])
     sign = -1.0 if problem.maximize else 1.0  # to losses
     events: list[tuple[float, int, int]] = []
     running: dict[int, dict[str, Any]] = {}

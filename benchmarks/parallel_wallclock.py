@@ -16,8 +16,8 @@ that starts the search (``t0``, taken just before it) and lasts ``--budget-s`` s
   the results of all workers that finished since its last step (a shared list in a
   ``multiprocessing`` manager, the role of DeepHyper's shared-memory storage).
 * ``random``: W processes sampling the space uniformly.
-* ``adbo:SETTING=VALUE:...``: adbo with those ``ProposerSettings`` (``adbo:cost_aware=false``)
-  or ``adbo.launch`` budget arguments (``adbo:walltime=70:walltime_margin=0``: the user tells adbo
+* ``adbo:KEY=VALUE:...``: adbo with those ``ProposerSettings`` (``adbo:cost_aware=false``)
+  or ``adbo.launch`` arguments (``adbo:walltime=70:walltime_margin=0``: the user tells adbo
   when the allocation ends, and workers start no evaluation that would not finish by then).
 
 Reported per method and seed: the best value among the evaluations that *finished* within the
@@ -249,27 +249,32 @@ def summarize(method: str, seed: int, t0: float, budget: float, workers: int, op
     return out
 
 
-LAUNCH_BUDGET_OPTIONS = ("walltime", "walltime_margin", "max_evals")
-"""``adbo.launch`` arguments a method variant may set (numbers)."""
+def launch_value(raw: str) -> Any:
+    """A keyword argument of ``adbo.launch`` from its text: true/false and numbers as such, else text."""
+    return json.loads(raw.lower()) if raw.lower() in ("true", "false") or raw.replace(".", "", 1).isdigit() else raw
 
 
 def variant_options(method: str) -> dict[str, Any]:
-    """``adbo:cost_aware=false:walltime=70`` -> {"proposer_options": {"cost_aware": False}, "walltime": 70.0};
-    anchors take no options."""
+    """``adbo:cost_aware=false:walltime=70`` -> {"proposer_options": {"cost_aware": False}, "walltime": 70};
+    a key is a ``ProposerSettings`` field or else an ``adbo.launch`` argument; anchors take no options."""
+    import inspect
+
+    import adbo
     from adbo.proposer import ProposerSettings
 
     base, *pairs = method.split(":")
+    launch_args = set(inspect.signature(adbo.launch).parameters)
     proposer: dict[str, Any] = {}
     options: dict[str, Any] = {"proposer_options": proposer}
     for pair in pairs:
         key, _, raw = pair.partition("=")
-        if base == "adbo" and key in LAUNCH_BUDGET_OPTIONS:
-            options[key] = int(raw) if key == "max_evals" else float(raw)
-        elif base == "adbo" and key in ProposerSettings.__dataclass_fields__:
+        if base == "adbo" and key in ProposerSettings.__dataclass_fields__:
             proposer[key] = ProposerSettings.parse(key, raw)
+        elif base == "adbo" and key in launch_args:
+            options[key] = launch_value(raw)
         else:
-            raise SystemExit(f"{method!r}: only adbo takes options, from {sorted(ProposerSettings.__dataclass_fields__)} "
-                             f"and {list(LAUNCH_BUDGET_OPTIONS)}")
+            raise SystemExit(f"{method!r}: only adbo takes options: settings of adbo.ProposerSettings "
+                             f"{sorted(ProposerSettings.__dataclass_fields__)} or adbo.launch arguments")
     return options
 
 
@@ -296,13 +301,13 @@ def main() -> None:
     unknown = {m.split(":")[0] for m in methods} - set(METHODS)
     if unknown:
         raise SystemExit(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)} "
-                         "(adbo variants: adbo:SETTING=VALUE:..., settings of adbo.ProposerSettings)")
+                         "(adbo variants: adbo:KEY=VALUE:..., settings of adbo.ProposerSettings or adbo.launch arguments)")
     variants = {m: variant_options(m) for m in methods}
     scales = [float(s) for s in args.scale.split(",")]
     adbo_options: dict[str, Any] = {}
     for pair in (p for p in args.adbo_options.split(",") if p):
         key, _, raw = pair.partition("=")
-        adbo_options[key] = json.loads(raw.lower()) if raw.lower() in ("true", "false") or raw.replace(".", "", 1).isdigit() else raw
+        adbo_options[key] = launch_value(raw)
     optimum = _tabular.load(args.problem).optimum
     runs: list[dict[str, Any]] = []
     t_all = time.time()
