@@ -76,17 +76,40 @@ def scale_scores(y: np.ndarray, mode: str = "minmax") -> np.ndarray:
     ``minmax-log`` (the ADBO paper's choice) takes the log of the min-max scaled distance to the
     best score first, which spreads out the good end of the range and squeezes the bad end: the
     surrogate then spends its splits where the optimum is.
+
+    ``power`` min-max scales the losses' Box-Cox transform (where every loss is positive), its
+    exponent fitted by maximum likelihood and held between 0 (the log) and 1 (no change). A
+    validation loss that spans orders of magnitude (a diverged training at 7e3 among good ones at
+    3e-5) then no longer squeezes every good result into one value; the scores keep their order.
     """
+    if mode == "power":
+        y = _box_cox_scores(y)
     lo, hi = float(np.min(y)), float(np.max(y))
     if hi <= lo:
         return np.zeros_like(y)
     unit = (y - lo) / (hi - lo)
-    if mode == "minmax":
+    if mode in ("minmax", "power"):
         return unit
     if mode == "minmax-log":
         gap = np.log((1.0 - unit) + 1e-3)  # 0 at the best, log(1e-3)-ish far away
         return (np.log(1.0 + 1e-3) - gap) / (np.log(1.0 + 1e-3) - np.log(1e-3))
-    raise ValueError(f"unknown objective scaling {mode!r}; use 'minmax' or 'minmax-log'")
+    raise ValueError(f"unknown objective scaling {mode!r}; use 'minmax', 'minmax-log' or 'power'")
+
+
+def _box_cox_scores(y: np.ndarray) -> np.ndarray:
+    """Scores whose losses (``-y``) are all positive, through a Box-Cox transform with its
+    maximum-likelihood exponent held between 0 (the log) and 1 (unchanged); others unchanged."""
+    from scipy.stats import boxcox_normmax
+
+    loss = -np.asarray(y, dtype=float)
+    if len(loss) < 3 or not np.all(loss > 0) or np.ptp(loss) <= 0:
+        return y
+    try:
+        lmbda = float(np.clip(boxcox_normmax(loss, method="mle"), 0.0, 1.0))
+    except (ValueError, FloatingPointError, RuntimeError):
+        return y
+    out = np.log(loss) if lmbda == 0.0 else (loss ** lmbda - 1.0) / lmbda
+    return -out if np.all(np.isfinite(out)) else y
 
 
 def _copies(centres: np.ndarray, n_per_centre: int, rng: np.random.Generator) -> np.ndarray:

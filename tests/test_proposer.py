@@ -19,7 +19,7 @@ def history(n, rng):
 
 def test_scalings_keep_order_and_range():
     y = np.array([3.0, -1.0, 0.5, 10.0])
-    for mode in ("minmax", "minmax-log"):
+    for mode in ("minmax", "minmax-log", "power"):
         s = scale_scores(y, mode)
         assert s.min() == pytest.approx(0.0) and s.max() == pytest.approx(1.0)
         assert list(np.argsort(s)) == list(np.argsort(y))
@@ -27,7 +27,20 @@ def test_scalings_keep_order_and_range():
     lin, log = scale_scores(y, "minmax"), scale_scores(y, "minmax-log")
     assert (1 - log[0]) > (1 - lin[0])
     with pytest.raises(ValueError, match="unknown objective scaling"):
-        scale_scores(y, "rank")
+        scale_scores(y, "quantile")
+
+
+def test_power_scaling_separates_good_results_that_one_diverged_training_squeezes():
+    # Validation losses as a real table has them: good trainings at 3e-5..1e-4, one diverged at 7e3.
+    losses = np.array([3.2e-5, 4.0e-5, 6.0e-5, 1.0e-4, 0.3, 2.0, 7.0e3])
+    lin, power = scale_scores(-losses, "minmax"), scale_scores(-losses, "power")
+    assert np.ptp(lin[:4]) < 1e-7  # min-max: the four good results are one value
+    assert np.ptp(power[:4]) > 0.05  # near the log: they keep apart
+    assert np.all(np.diff(power) < 0)
+    # Losses that are not all positive (a maximized R2, say) are scaled as min-max does.
+    r2 = np.array([0.6, 0.4, -0.2, -1.0])
+    assert np.allclose(scale_scores(r2, "power"), scale_scores(r2, "minmax"))
+    assert not scale_scores(np.full(4, -5.0), "power").any()
 
 
 def test_expected_improvement_prefers_high_mean_and_high_uncertainty():
@@ -194,7 +207,7 @@ def test_never_proposes_an_excluded_configuration():
 
 
 def test_bad_options_are_refused():
-    for bad in (dict(liar="sometimes"), dict(scaling="rank"), dict(acquisition="pi"), dict(kappa_spread="even"),
+    for bad in (dict(liar="sometimes"), dict(scaling="ranks"), dict(acquisition="pi"), dict(kappa_spread="even"),
                 dict(categorical="sorted")):
         with pytest.raises(ValueError, match="unknown"):
             Proposer(SPACE, settings=ProposerSettings(**bad))
