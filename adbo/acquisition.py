@@ -81,24 +81,39 @@ def scale_scores(y: np.ndarray, mode: str = "minmax") -> np.ndarray:
     exponent fitted by maximum likelihood and held between 0 (the log) and 1 (no change). A
     validation loss that spans orders of magnitude (a diverged training at 7e3 among good ones at
     3e-5) then no longer squeezes every good result into one value; the scores keep their order.
+
+    ``auto`` is ``power`` where the positive losses span at least two orders of magnitude
+    (``AUTO_POWER_SPAN``) and ``minmax`` elsewhere: only there does a log-like scale separate
+    results that min-max scaling squeezes together, and a loss within a narrow band (an accuracy,
+    1 - R2) keeps the plain scaling that served it.
     """
-    if mode == "power":
+    if mode == "power" or (mode == "auto" and _spans_orders_of_magnitude(y)):
         y = _box_cox_scores(y)
     lo, hi = float(np.min(y)), float(np.max(y))
     if hi <= lo:
         return np.zeros_like(y)
     unit = (y - lo) / (hi - lo)
-    if mode in ("minmax", "power"):
+    if mode in ("minmax", "power", "auto"):
         return unit
     if mode == "minmax-log":
         gap = np.log((1.0 - unit) + 1e-3)  # 0 at the best, log(1e-3)-ish far away
         return (np.log(1.0 + 1e-3) - gap) / (np.log(1.0 + 1e-3) - np.log(1e-3))
-    raise ValueError(f"unknown objective scaling {mode!r}; use 'minmax', 'minmax-log' or 'power'")
+    raise ValueError(f"unknown objective scaling {mode!r}; use 'auto', 'minmax', 'minmax-log' or 'power'")
+
+
+AUTO_POWER_SPAN = 100.0
+"""Largest over smallest positive loss from which ``auto`` scaling takes the Box-Cox transform."""
+
+
+def _spans_orders_of_magnitude(y: np.ndarray) -> bool:
+    loss = -np.asarray(y, dtype=float)
+    return bool(len(loss) and np.all(loss > 0) and np.max(loss) >= AUTO_POWER_SPAN * np.min(loss))
 
 
 def _box_cox_scores(y: np.ndarray) -> np.ndarray:
     """Scores whose losses (``-y``) are all positive, through a Box-Cox transform with its
     maximum-likelihood exponent held between 0 (the log) and 1 (unchanged); others unchanged."""
+    from scipy.special import boxcox
     from scipy.stats import boxcox_normmax
 
     loss = -np.asarray(y, dtype=float)
@@ -108,7 +123,7 @@ def _box_cox_scores(y: np.ndarray) -> np.ndarray:
         lmbda = float(np.clip(boxcox_normmax(loss, method="mle"), 0.0, 1.0))
     except (ValueError, FloatingPointError, RuntimeError):
         return y
-    out = np.log(loss) if lmbda == 0.0 else (loss ** lmbda - 1.0) / lmbda
+    out = boxcox(loss, lmbda)
     return -out if np.all(np.isfinite(out)) else y
 
 

@@ -19,7 +19,7 @@ def history(n, rng):
 
 def test_scalings_keep_order_and_range():
     y = np.array([3.0, -1.0, 0.5, 10.0])
-    for mode in ("minmax", "minmax-log", "power"):
+    for mode in ("minmax", "minmax-log", "power", "auto"):
         s = scale_scores(y, mode)
         assert s.min() == pytest.approx(0.0) and s.max() == pytest.approx(1.0)
         assert list(np.argsort(s)) == list(np.argsort(y))
@@ -41,6 +41,18 @@ def test_power_scaling_separates_good_results_that_one_diverged_training_squeeze
     r2 = np.array([0.6, 0.4, -0.2, -1.0])
     assert np.allclose(scale_scores(r2, "power"), scale_scores(r2, "minmax"))
     assert not scale_scores(np.full(4, -5.0), "power").any()
+
+
+def test_auto_scaling_takes_the_power_transform_only_for_losses_spanning_orders_of_magnitude():
+    diverged = np.array([3.2e-5, 4.0e-5, 6.0e-5, 1.0e-4, 0.3, 2.0, 7.0e3])
+    assert np.allclose(scale_scores(-diverged, "auto"), scale_scores(-diverged, "power"))
+    assert np.ptp(scale_scores(-diverged, "auto")[:4]) > 0.05
+    # An error rate or 1 - R2 within one order of magnitude keeps the plain min-max scaling ...
+    narrow = np.array([0.57, 0.6, 0.75, 0.98, 1.5, 1.98])
+    assert np.allclose(scale_scores(-narrow, "auto"), scale_scores(-narrow, "minmax"))
+    assert not np.allclose(scale_scores(-narrow, "power"), scale_scores(-narrow, "minmax"))
+    # ... and so does a maximized score, whose negation is no positive loss.
+    assert np.allclose(scale_scores(diverged, "auto"), scale_scores(diverged, "minmax"))
 
 
 def test_expected_improvement_prefers_high_mean_and_high_uncertainty():
@@ -304,9 +316,12 @@ def test_a_search_learns_categories_whose_quality_is_unrelated_to_the_listing():
         i = int(config["c"][1:])
         return float(i % 2) - 0.1 * (i == 14) + (config["x"] - 0.3) ** 2
 
+    # Min-max scaling throughout: the losses here span 1e-4 to 1 before v14 is found, where the
+    # default scaling takes a log-like scale that rewards refining x in a found category over
+    # trying others, and this test is about how categories are learned, not about that trade.
     def search(mode, seed, evaluations=30, surrogate=ProposerSettings.surrogate):
         p = Proposer(space, maximize=False, seed=seed,
-                     settings=ProposerSettings(categorical=mode, surrogate=surrogate))
+                     settings=ProposerSettings(categorical=mode, surrogate=surrogate, scaling="minmax"))
         X, y, seen = np.empty((0, space.dim)), [], set()
         for _ in range(evaluations):
             x = p.propose(X, np.array(y), np.full(len(y), OK, dtype=np.int8), seen).x
