@@ -87,8 +87,8 @@ def scale_scores(y: np.ndarray, mode: str = "minmax") -> np.ndarray:
     results that min-max scaling squeezes together, and a loss within a narrow band (an accuracy,
     1 - R2) keeps the plain scaling that served it.
     """
-    if mode == "power" or (mode == "auto" and _spans_orders_of_magnitude(y)):
-        y = _box_cox_scores(y)
+    if mode in ("power", "auto"):
+        y = _box_cox_scores(y, min_span=AUTO_POWER_SPAN if mode == "auto" else 1.0)
     lo, hi = float(np.min(y)), float(np.max(y))
     if hi <= lo:
         return np.zeros_like(y)
@@ -102,22 +102,18 @@ def scale_scores(y: np.ndarray, mode: str = "minmax") -> np.ndarray:
 
 
 AUTO_POWER_SPAN = 100.0
-"""Largest over smallest positive loss from which ``auto`` scaling takes the Box-Cox transform."""
+"""Largest over smallest positive loss above which ``auto`` scaling takes the Box-Cox transform."""
 
 
-def _spans_orders_of_magnitude(y: np.ndarray) -> bool:
-    loss = -np.asarray(y, dtype=float)
-    return bool(len(loss) and np.all(loss > 0) and np.max(loss) >= AUTO_POWER_SPAN * np.min(loss))
-
-
-def _box_cox_scores(y: np.ndarray) -> np.ndarray:
-    """Scores whose losses (``-y``) are all positive, through a Box-Cox transform with its
-    maximum-likelihood exponent held between 0 (the log) and 1 (unchanged); others unchanged."""
+def _box_cox_scores(y: np.ndarray, min_span: float = 1.0) -> np.ndarray:
+    """Scores whose losses (``-y``) are all positive, with the largest at least ``min_span`` times
+    the smallest, through a Box-Cox transform with its maximum-likelihood exponent held between 0
+    (the log) and 1 (unchanged); others unchanged."""
     from scipy.special import boxcox
     from scipy.stats import boxcox_normmax
 
     loss = -np.asarray(y, dtype=float)
-    if len(loss) < 3 or not np.all(loss > 0) or np.ptp(loss) <= 0:
+    if len(loss) < 3 or not np.all(loss > 0) or np.max(loss) <= np.min(loss) * min_span:
         return y
     try:
         lmbda = float(np.clip(boxcox_normmax(loss, method="mle"), 0.0, 1.0))
