@@ -139,6 +139,11 @@ class Proposal:
     kappa: float
     instead_of_fit: bool = False
     """Sampled because the surrogate was not ready (``propose(surrogate_ready=False)``)."""
+    predicted_rank: int | None = None
+    """How many of the results the surrogate was fitted on it predicts to be better than this
+    proposal (0: a new best); None where no surrogate chose it. A stopper's ``protect_best``
+    reads it: an evaluation the model expected among the run's best is not stopped on its
+    early epochs alone."""
 
 
 class Proposer:
@@ -251,7 +256,18 @@ class Proposer:
             self.log.error("surrogate step failed, proposing at random:\n%s", traceback.format_exc())
             return Proposal(self.random_unseen(exclude), 0, kappa)
         self.bo_steps += 1
-        return Proposal(x if x is not None else self.random_unseen(exclude), len(X_fit), kappa)
+        if x is None:
+            return Proposal(self.random_unseen(exclude), len(X_fit), kappa)
+        return Proposal(x, len(X_fit), kappa, predicted_rank=self._predicted_rank(model, x, scores))
+
+    def _predicted_rank(self, model: Surrogate, x: np.ndarray, scores: np.ndarray) -> int | None:
+        """Fitted scores above the model's mean at ``x`` (scores are maximized); None if it fails."""
+        try:
+            mean = float(np.ravel(model.predict(x[None]))[0])
+        except Exception:  # noqa: BLE001 - the rank is advice for stoppers, never worth a failed step
+            self.log.warning("could not predict the proposal's rank:\n%s", traceback.format_exc())
+            return None
+        return int((scores > mean).sum()) if np.isfinite(mean) else None
 
     def _cost(self, X: np.ndarray, status: np.ndarray, durations: np.ndarray | None,
               overhead_s: float = 0.0) -> Callable[[np.ndarray], np.ndarray] | None:

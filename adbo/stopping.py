@@ -17,13 +17,18 @@ Three rules, chosen with ``make_stopper`` by name:
 * ``extrapolate``: at the rungs, fit a saturating power law to the curve so far and stop if its
   value at ``max_step`` would be worse than the median of the curves that got there.
 
+Every rule takes ``protect_best``: the surrogate's own expectation can overrule the curves. An
+evaluation whose proposal the surrogate predicted to beat all but fewer than ``protect_best`` of
+the results it was fitted on runs to its end whatever its first epochs look like, so that a slow
+starter in the region the search is converging on is measured rather than guessed at.
+
 The benchmark behind the defaults is ``benchmarks/early_stopping.py``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -109,6 +114,28 @@ class Stopper(Protocol):
         """Whether peers need this report now (a decision point): the worker then republishes the
         running curve, so evaluations that reach this point later compare with it."""
 
+    def protects(self, predicted_rank: int | None) -> bool:
+        """Whether an evaluation proposed with this ``Proposal.predicted_rank`` is never stopped."""
+
+
+@dataclass
+class Protecting:
+    """What every rule shares: the surrogate's veto on stopping its own most promising proposals."""
+
+    protect_best: int = field(default=0, kw_only=True)
+    """Never stop an evaluation whose proposal the surrogate predicted to beat all but fewer than
+    this many of the results it was fitted on (0: off). A count, not a share, so the veto narrows
+    as results accumulate: early on it keeps the proposals that aim at the best few results, late
+    in a run only those predicted to be new bests. Why: stopped evaluations enter the surrogate
+    with values imputed from their rungs, and slow starters stopped near the optimum then steer
+    the search away from it (docs/early_stopping.md, "The surrogate's veto")."""
+
+    def __post_init__(self) -> None:
+        _check(self.protect_best >= 0, f"protect_best must be 0 (off) or a count, not {self.protect_best}")
+
+    def protects(self, predicted_rank: int | None) -> bool:
+        return predicted_rank is not None and predicted_rank < self.protect_best
+
 
 def _crossed(previous: float, step: float, min_step: float, reduction: float) -> float | None:
     """The highest rung ``min_step * reduction**k`` in (previous, step], or None."""
@@ -136,9 +163,12 @@ class NoStopper:
     def publish_step(self, previous: float, step: float) -> bool:
         return False
 
+    def protects(self, predicted_rank: int | None) -> bool:
+        return False
+
 
 @dataclass
-class SuccessiveHalving:
+class SuccessiveHalving(Protecting):
     """Asynchronous successive halving (ASHA, Li et al. 2020) judged against the whole run."""
 
     min_step: float = 1.0
@@ -170,6 +200,7 @@ class SuccessiveHalving:
     name: str = "asha"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.min_step > 0, f"min_step must be positive, not {self.min_step}")
         _check(self.reduction > 1, f"reduction must be above 1, not {self.reduction}")
         _check(self.finishers >= 0, f"finishers must be 0 (off) or a count, not {self.finishers}")
@@ -226,7 +257,7 @@ class SuccessiveHalving:
 
 
 @dataclass
-class MedianRule:
+class MedianRule(Protecting):
     """Stop when worse than the median of the peers' curves at the same step."""
 
     min_step: float = 1.0
@@ -240,6 +271,7 @@ class MedianRule:
     name: str = "median"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.min_step > 0, f"min_step must be positive, not {self.min_step}")
         _check(self.publish_every > 1, f"publish_every must be above 1, not {self.publish_every}")
 
@@ -264,7 +296,7 @@ class MedianRule:
 
 
 @dataclass
-class Extrapolation:
+class Extrapolation(Protecting):
     """Stop when a power-law fit of the curve says it would end worse than the median final value."""
 
     max_step: float | None = None
@@ -279,6 +311,7 @@ class Extrapolation:
     name: str = "extrapolate"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.min_step > 0, f"min_step must be positive, not {self.min_step}")
         _check(self.reduction > 1, f"reduction must be above 1, not {self.reduction}")
 

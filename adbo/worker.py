@@ -26,7 +26,7 @@ import numpy as np
 
 from . import fsops
 from .digests import AUTO_WORKERS, Aggregator, AggregatorThread, SharedReader, period_for, shared_reading_wanted
-from .proposer import Proposer, ProposerSettings
+from .proposer import Proposal, Proposer, ProposerSettings
 from .surrogate import make_surrogate
 from .budget import BudgetTickets
 from .runinfo import file_mode
@@ -244,6 +244,8 @@ class Worker:
         self._scan_lock = threading.RLock()
         self._last_scan = 0.0
         self._running: EvalRow | None = None
+        self._protected = False
+        """Whether the running evaluation is one the surrogate expected among the best (``protect_best``)."""
         self._curve: list[tuple[float, float]] = []
         self.shared_reading = shared_reading_wanted(settings.shared_reading, settings.workers)
         self.aggregator: Aggregator | None = None
@@ -333,6 +335,10 @@ class Worker:
         with self._scan_lock:
             self.book.update(key, points[:, 0], points[:, 1])
             reason = self.stopper.should_stop(self.book, key)
+        if reason is not None and self._protected:
+            self.log.info("seq=%d kept at step %g although %s: the surrogate predicted it among the best %d "
+                          "(protect_best)", pending.seq, step, reason, self.stopper.protect_best)
+            reason = None
         if reason is None and publish:
             try:
                 self._publish([pending.evolve(curve=points)])
@@ -469,17 +475,13 @@ class Worker:
             self._proposals_before_ready += 1
         return p
 
-    def propose(self, ahead: "_Ahead | None" = None) -> tuple[np.ndarray | None, int, float]:
-        """Next configuration, the number of observations its model was fitted on, and kappa.
-
-        A proposal computed ahead is used unless a peer has taken that configuration since.
-        """
+    def propose(self, ahead: "_Ahead | None" = None) -> Proposal:
+        """The next proposal; one computed ahead is used unless a peer has taken it since."""
         if ahead is not None:
             p = ahead.result
             if p is not None and p.x is not None and self.space.keys(p.x[None])[0] not in self.seen_keys:
-                return p.x, p.n_observations, p.kappa
-        p = self._propose_now()
-        return p.x, p.n_observations, p.kappa
+                return p
+        return self._propose_now()
 
     AUTO_OVERLAP_SHARE = 0.02
     """``overlap="auto"`` proposes during the evaluation once the median of the last ten BO steps
@@ -710,7 +712,8 @@ class Worker:
             if reason:
                 break
             t_propose = time.time()
-            x, n_obs, kappa = self.propose(ahead)
+            proposal = self.propose(ahead)
+            x, n_obs, kappa = proposal.x, proposal.n_observations, proposal.kappa
             if ahead is None and n_obs:  # surrogate steps only: a design point costs nothing to read
                 self._step_work_s.append(scan_s + time.time() - t_propose)
             if x is None:
@@ -741,6 +744,8 @@ class Worker:
                 n_observations=n_obs, hostname=self.hostname,
                 eval_id=f"{self.info.run_id[:8]}-w{self.worker_id}-s{seq}",
                 metadata={"scan_s": round(scan_s, 6), **({"kappa": kappa} if math.isfinite(kappa) else {}),
+                          **({"predicted_rank": proposal.predicted_rank}
+                             if proposal.predicted_rank is not None else {}),
                           **({"ticket": ticket} if ticket is not None else {}),
                           **({"launch": self.settings.launch_id[:8]} if self.settings.launch_id else {})},
             )
@@ -763,6 +768,7 @@ class Worker:
                 cut_by_deadline = timeout is None or left < timeout
                 timeout = min(timeout, left) if timeout is not None else left
             self._running, self._curve = pending, []
+            self._protected = self.stopper.protects(proposal.predicted_rank)
             try:
                 outcome = self.evaluator.evaluate(params, timeout, self._should_abandon,
                                                   functools.partial(self._on_report, pending), pending.eval_id)

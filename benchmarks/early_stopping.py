@@ -290,13 +290,14 @@ class CurveSharing:
         self.stopper = stopper
         self.curves: dict[tuple[int, int], list[float]] = {}
 
-    def report(self, w: int, key: tuple[int, int], step: int, value: float) -> bool:
+    def report(self, w: int, key: tuple[int, int], step: int, value: float, keep: bool = False) -> bool:
+        """Whether the evaluation stops here; ``keep``: the stopper's veto (``protect_best``) holds."""
         values = self.curves.setdefault(key, [])
         values.append(value)
         steps = np.arange(1, len(values) + 1, dtype=float)
         vals = np.array(values)
         self.books[w].update(key, steps, vals)
-        stop = self.stopper.should_stop(self.books[w], key) is not None
+        stop = self.stopper.should_stop(self.books[w], key) is not None and not keep
         if not stop and self.stopper.publish_step(step - 1, step):
             for v, book in enumerate(self.books):
                 if v != w:
@@ -340,7 +341,10 @@ class AdboSearch:
         self.rng = np.random.default_rng([seed, 99])
         self.proposers = [Proposer(self.space, maximize=self.maximize, seed=seed, worker=w,
                                    settings=ProposerSettings()) for w in range(workers)]
-        self.sharing = CurveSharing(workers, self.maximize, make_stopper(stopper, **options))
+        self.stopper = make_stopper(stopper, **options)
+        self.sharing = CurveSharing(workers, self.maximize, self.stopper)
+        self.protected: set[int] = set()
+        """Rows whose proposal the surrogate predicted among the best (the stopper's ``protect_best``)."""
         self.X = np.empty((0, self.space.dim))
         self.y = np.empty(0)
         self.status = np.empty(0, dtype=np.int8)
@@ -356,7 +360,10 @@ class AdboSearch:
             stopped = self.status == STOPPED
             if stopped.any():
                 y = surrogate_targets(self.y, stopped, self.keys, self.sharing.books[w], self.status == OK, self.partial)
-            x = self.proposers[w].propose(self.X, y, self.status, self.exclude).x
+            proposal = self.proposers[w].propose(self.X, y, self.status, self.exclude)
+            x = proposal.x
+            if self.stopper.protects(proposal.predicted_rank):
+                self.protected.add(len(self.y))
         self.X = np.vstack([self.X, x[None]])
         self.y = np.append(self.y, np.nan)
         self.status = np.append(self.status, np.int8(IN_FLIGHT))
@@ -366,7 +373,7 @@ class AdboSearch:
         return self.space.decode(x[None])[0], len(self.y) - 1
 
     def report(self, w: int, row: int, step: int, value: float) -> bool:
-        return self.sharing.report(w, self.keys[row], step, value)
+        return self.sharing.report(w, self.keys[row], step, value, keep=row in self.protected)
 
     def finish(self, w: int, row: int, status: int, value: float) -> None:
         self.y[row] = value
@@ -562,7 +569,9 @@ def method_signature(method: str) -> dict[str, Any]:
     sig: dict[str, Any] = {"version": RECORD_VERSION, "max_step": MAX_STEP}
     if base in ("adbo", "random"):
         stopper = make_stopper(stop, **{k: v for k, v in options.items() if k != "partial"})
-        sig["stopper"] = {f.name: getattr(stopper, f.name) for f in fields(stopper)}
+        # The veto came after runs were cached: off, it changes nothing, so it leaves them valid.
+        sig["stopper"] = {f.name: getattr(stopper, f.name) for f in fields(stopper)
+                          if not (f.name == "protect_best" and not stopper.protect_best)}
         if base == "adbo":
             sig["proposer"] = {f.name: getattr(ProposerSettings(), f.name) for f in fields(ProposerSettings)}
             sig["partial"] = options.get("partial", DEFAULT_PARTIAL)

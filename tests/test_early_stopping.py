@@ -90,6 +90,54 @@ def test_a_worker_stops_an_evaluation_at_a_rung_because_of_peers_stored_curves(t
     assert len(curves) == sum(len(c) for c in frame.curve)
 
 
+# Crossing curves: the configurations that end best (small x) look worst until their last epoch.
+CROSSING = """
+    import json
+    import sys
+    import adbo
+
+    def objective(params, trial):
+        x = params["x"]
+        for epoch in range(1, 10):
+            trial.report(x if epoch == 9 else 2.0 - x, step=epoch)
+            if trial.should_prune():
+                raise adbo.TrialPruned()
+        return x
+
+    if __name__ == "__main__":
+        result = adbo.optimize(objective, {"x": (0.0, 1.0)}, "run", direction="minimize", progress=False,
+                               site="local", workers=1, max_evals=14, n_initial=4, seed=3, stopper="asha",
+                               stopper_options=json.loads(sys.argv[1]))
+        print(adbo.format_summary(result))
+"""
+
+
+@pytest.mark.parametrize("protect_best", [0, 2])
+def test_the_surrogate_vetoes_stopping_the_proposals_it_expects_among_the_best(tmp_path, protect_best):
+    write(tmp_path, "search.py", CROSSING)
+    run = UserRun(tmp_path, "search.py", json.dumps({"min_peers": 2, "protect_best": protect_best}))
+    try:
+        assert run.wait(240) in (0, 1), run.stderr[-3000:]
+    finally:
+        run.kill_all()
+    frame = adbo.load_results(tmp_path / "run")
+    assert len(frame) == 14
+    ranked = frame[frame.metadata_predicted_rank.notna()]  # surrogate proposals carry their predicted rank
+    assert len(ranked) >= 6 and (ranked.metadata_predicted_rank >= 0).all()
+    assert frame.metadata_predicted_rank.iloc[:4].isna().all()  # the space-filling design has none
+    promising = ranked[ranked.metadata_predicted_rank < 2]
+    log = "".join(p.read_text() for p in (tmp_path / "run").rglob("worker-*.log"))
+    if protect_best:
+        # Kept though step 1 ranked them last (2 - x is worst for the small x the search aims at).
+        assert len(promising) and (promising.status == "ok").all(), promising[["params_x", "status"]]
+        assert "(protect_best)" in log
+        assert (frame.status == "stopped").any()  # the rule still stops everything else it would
+    else:
+        assert "(protect_best)" not in log
+    if not protect_best:
+        assert (frame.status == "stopped").sum() > (frame.status == "ok").sum()
+
+
 def test_stopped_rows_keep_their_curves_and_export_to_optuna_as_pruned(tmp_path):
     optuna = pytest.importorskip("optuna")
     write(tmp_path, "search.py", CURVES)
@@ -283,8 +331,14 @@ def test_median_and_extrapolation_rules():
 def test_unknown_stoppers_and_options_name_the_fix():
     with pytest.raises(ValueError, match="choose one of none, asha, median, extrapolate"):
         make_stopper("hyperband")
-    with pytest.raises(ValueError, match="its options: finishers, max_step, min_peers, min_step, ranks, reduction, window"):
+    with pytest.raises(ValueError, match="its options: finishers, max_step, min_peers, min_step, protect_best, ranks, "
+                                         "reduction, window"):
         make_stopper("asha", eta=3)
+    with pytest.raises(ValueError, match="protect_best must be 0"):
+        make_stopper("median", protect_best=-1)
+    veto = make_stopper("extrapolate", protect_best=3)
+    assert veto.protects(2) and not veto.protects(3) and not veto.protects(None)
+    assert not make_stopper("asha").protects(0) and not make_stopper("none").protects(0)
 
 
 def test_trial_report_checks_its_input():

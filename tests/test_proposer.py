@@ -371,3 +371,14 @@ def test_other_surrogates_see_unordered_categoricals_one_hot():
         p.propose(X, y, np.full(30, OK, dtype=np.int8), set(space.keys(X)))
         assert seen_widths and set(seen_widths) == {width}
     assert isinstance(OnFeatures(Recording(), space.features).fit(X, y), OnFeatures)
+
+
+def test_a_proposal_carries_how_many_results_the_model_expects_it_to_beat():
+    rng = np.random.default_rng(5)
+    X, y, st = history(40, rng)
+    greedy = Proposer(SPACE, maximize=True, seed=2, settings=ProposerSettings(kappa_mean=1e-9, n_initial=4))
+    assert greedy.propose(X[:0], y[:0], st[:0], set()).predicted_rank is None  # a design point: no model
+    greedy.design_used = len(greedy.design)
+    exploit = greedy.propose(X, y, st, set(SPACE.keys(X)))
+    # Pure exploitation aims at the predicted optimum (0.7, 0.2): at most one result is expected better.
+    assert np.abs(exploit.x - [0.7, 0.2]).max() < 0.1 and exploit.predicted_rank <= 1
