@@ -70,7 +70,8 @@ def add_launch_arguments(parser: argparse.ArgumentParser, run_dir_default: str, 
                             "finished, also stop a curve that is worse at a rung than the best N finished ones "
                             "all were there; default 0: off), ranks (0: then judge by that bar alone; default 1); "
                             "every stopper takes protect_best (never stop an evaluation the surrogate predicted "
-                            "to beat all but fewer than N of the results it was fitted on; default 0: off); "
+                            "to beat all but fewer than N of the results it was fitted on; asha: default 3, the others: "
+                            "default 0, off); "
                             "median takes min_step, "
                             "min_peers (5), publish_every (3), max_step; extrapolate takes max_step (default: the "
                             "furthest step seen), min_step, reduction, min_points (3), min_peers (3)")

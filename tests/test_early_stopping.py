@@ -66,7 +66,8 @@ def test_a_worker_stops_an_evaluation_at_a_rung_because_of_peers_stored_curves(t
     assert (first.status == "ok").all() and first.curve.map(len).eq(9).all()
     # Second launch, one worker process, ASHA: every new evaluation faces those four at rung 1.
     run = _launch(tmp_path, "local", {"workers": 1, "max_evals": 10, "n_initial": 4, "stopper": "asha",
-                                      "stopper_options": {"min_step": 1, "reduction": 3, "min_peers": 3}})
+                                      "stopper_options": {"min_step": 1, "reduction": 3, "min_peers": 3,
+                                                          "protect_best": 0}})  # the rule alone
     frame = adbo.load_results(tmp_path / "run")
     new = frame.iloc[4:]
     assert len(new) == 6
@@ -175,7 +176,7 @@ def _status(tmp_path) -> str:
 def test_a_relaunch_mid_curve_keeps_the_curves_and_judges_against_them(tmp_path):
     write(tmp_path, "search.py", CURVES)
     options = {"workers": 2, "max_evals": 12, "n_initial": 2, "stopper": "asha",
-               "stopper_options": {"min_step": 1, "reduction": 3, "min_peers": 2}}
+               "stopper_options": {"min_step": 1, "reduction": 3, "min_peers": 2, "protect_best": 0}}
     run = UserRun(tmp_path, "search.py", "local", json.dumps(options), "0.6")
     try:
         wait_for(lambda: any(r.status == IN_FLIGHT for r in rows(tmp_path / "run")), 90, "an evaluation")
@@ -338,7 +339,8 @@ def test_unknown_stoppers_and_options_name_the_fix():
         make_stopper("median", protect_best=-1)
     veto = make_stopper("extrapolate", protect_best=3)
     assert veto.protects(2) and not veto.protects(3) and not veto.protects(None)
-    assert not make_stopper("asha").protects(0) and not make_stopper("none").protects(0)
+    assert make_stopper("asha").protects(2) and not make_stopper("asha").protects(3)  # on by default
+    assert not make_stopper("asha", protect_best=0).protects(0) and not make_stopper("none").protects(0)
 
 
 def test_trial_report_checks_its_input():
