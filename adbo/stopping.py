@@ -199,10 +199,11 @@ class SuccessiveHalving(Protecting):
     have finished, only their bar applies."""
     protect_best: int = field(default=3, kw_only=True)
     """``Protecting.protect_best``, on by default here. Measured with benchmarks/early_stopping.py
-    (8 workers, 10 seeds, 50 trainings; 5 seeds at 150): against the rule alone, better medians
-    on the synthetic curves whose early epochs mislead (crossing Levy 11.9 against 14.7 at 50
-    trainings, 1.69 against 13.2 at 150; Ackley 0.20 against 2.64 at 150), level on Combo at
-    50; see docs/early_stopping.md, "The surrogate's veto"."""
+    (50 trainings with 1 and 8 workers, 10 seeds; 150 with 8, 5 seeds): against the rule alone,
+    better in 8 of 12 cells, mostly on the curves whose first epochs mislead (crossing Levy 6.99
+    against 12.3 with 1 worker; 1.69 against 13.2 at 150 trainings), level in 2, worse in 2,
+    both on the Combo pool (0.274 against 0.341 validation R2 with 1 worker). See
+    docs/early_stopping.md, "The surrogate's veto"."""
     name: str = "asha"
 
     def __post_init__(self) -> None:
