@@ -86,10 +86,10 @@ def test_a_worker_samples_at_most_three_times_while_its_surrogate_imports(tmp_pa
         return worker
 
     slow = waiting_worker(1, [2.0, 3.0])  # evaluations of seconds: sample instead of waiting, 3 times
-    fits = [slow.propose()[1] for _ in range(5)]
+    fits = [slow.propose().n_observations for _ in range(5)]
     assert fits == [0, 0, 0, 4, 4], fits
     quick = waiting_worker(2, [0.01])  # quick evaluations: waiting costs less than a blind sample
-    assert quick.propose()[1] == 4
+    assert quick.propose().n_observations == 4
 
 
 class PublishesAPeerRow:
