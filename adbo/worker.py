@@ -244,8 +244,6 @@ class Worker:
         self._scan_lock = threading.RLock()
         self._last_scan = 0.0
         self._running: EvalRow | None = None
-        self._protected = False
-        """Whether the running evaluation is one the surrogate expected among the best (``protect_best``)."""
         self._curve: list[tuple[float, float]] = []
         self.shared_reading = shared_reading_wanted(settings.shared_reading, settings.workers)
         self.aggregator: Aggregator | None = None
@@ -335,7 +333,7 @@ class Worker:
         with self._scan_lock:
             self.book.update(key, points[:, 0], points[:, 1])
             reason = self.stopper.should_stop(self.book, key)
-        if reason is not None and self._protected:
+        if reason is not None and self.stopper.protects(pending.metadata.get("predicted_rank")):
             self.log.info("seq=%d kept at step %g although %s: the surrogate predicted it among the best %d "
                           "(protect_best)", pending.seq, step, reason, self.stopper.protect_best)
             reason = None
@@ -768,7 +766,6 @@ class Worker:
                 cut_by_deadline = timeout is None or left < timeout
                 timeout = min(timeout, left) if timeout is not None else left
             self._running, self._curve = pending, []
-            self._protected = self.stopper.protects(proposal.predicted_rank)
             try:
                 outcome = self.evaluator.evaluate(params, timeout, self._should_abandon,
                                                   functools.partial(self._on_report, pending), pending.eval_id)
